@@ -1,0 +1,185 @@
+"""``transfer(options) -> TransferReport``: the one function the CLI (and the benchmarks) call.
+
+Stages: resolve names -> open source weights (lazily) -> build both models on the meta device ->
+graph -> chain -> plan (names and shapes only) -> materialize the target once (seeded init) ->
+apply -> write atomically. Everything before ``apply`` touches no tensor data, so ``--dry-run``
+and every user error return before the expensive part.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from math import prod
+from typing import TYPE_CHECKING
+
+from . import __version__
+from .errors import UsageError, WeightsMismatch
+from .options import TransferOptions
+
+if TYPE_CHECKING:
+    import torch
+
+    from .chain import Chain
+    from .graph import LayerGraph
+    from .io import WeightSource
+    from .plan import TransferPlan
+    from .report import TransferReport
+
+__all__ = ["transfer", "analyze", "Analysis", "METADATA_KEY"]
+
+METADATA_KEY = "hmt"  # one key holding sorted JSON: safetensors reorders multiple keys run to run
+
+
+@dataclass(frozen=True)
+class Analysis:
+    """A model traced on the meta device: its graph, chain and parameter names."""
+
+    graph: LayerGraph
+    chain: Chain
+    param_keys: frozenset[str]
+
+
+def analyze(name: str, kwargs: dict | None = None, num_classes: int | None = None) -> Analysis:
+    """Name -> meta-device model -> graph -> chain (what ``hmt chain`` shows)."""
+    from .chain import find_chain
+    from .graph import extract_graph
+    from .models import build_model, resolve_model
+
+    spec = resolve_model(name, kwargs)
+    model = build_model(spec, device="meta", num_classes=num_classes)
+    graph = extract_graph(model, name)
+    return Analysis(graph, find_chain(graph), frozenset(n for n, _ in model.named_parameters()))
+
+
+def _device(name: str) -> torch.device:
+    import torch
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise UsageError(f"--device {name} was requested but no CUDA device is available", hint="use --device cpu")
+    return torch.device(name)
+
+
+def _check_weights(source: WeightSource, src: Analysis, src_name: str) -> list[str]:
+    """Source file vs source model: fail on missing or mismatched non-head tensors."""
+    head_paths = {src.graph.layers[i].path for i in src.graph.head}
+    expected = {k: v for k, v in src.graph.param_shapes.items() if not k.endswith("num_batches_tracked")}
+    have = set(source.keys())
+
+    def is_head(key: str) -> bool:
+        return key.rsplit(".", 1)[0] in head_paths
+
+    missing = [k for k in expected if k not in have and not is_head(k)]
+    unexpected = [k for k in have if k not in src.graph.param_shapes]
+    mismatched = [
+        k for k in expected if k in have and not is_head(k) and tuple(source.shape(k)) != tuple(expected[k])
+    ]
+    if missing or mismatched:
+        example = (missing or mismatched)[0]
+        detail = (f"e.g. {example}: file {tuple(source.shape(example))} vs model {expected[example]}"
+                  if example in have else f"e.g. {example} is missing")
+        raise WeightsMismatch(
+            f"the weights are not a {src_name} checkpoint: {len(missing)} missing, {len(unexpected)} "
+            f"unexpected, {len(mismatched)} mismatched keys ({detail})",
+            hint="check --src, --src-arg (e.g. num_classes) and --src-weights",
+        )
+    if unexpected:
+        return [f"{len(unexpected)} tensors in the weights file are not in {src_name} and were ignored"]
+    return []
+
+
+def _rows(plan: TransferPlan) -> tuple:
+    from .report import LayerRow
+
+    rules: dict[str, list[str]] = {}
+    for op in plan.ops:
+        rules.setdefault(op.tgt_layer, []).append(op.rule)
+    rows = []
+    for i, pair in enumerate(plan.pairs):
+        t, s = pair.tgt, pair.src
+        rows.append(LayerRow(i, t.path, t.kind, t.shape, s.path if s else None, s.kind if s else None,
+                             s.shape if s else None, tuple(rules.get(t.path, ())), pair.note))
+    return tuple(rows)
+
+
+def _metadata(opts: TransferOptions, identity: str, plan: TransferPlan, dtype: str) -> dict[str, str]:
+    info = {
+        "hmt_version": __version__,
+        "src": opts.src,
+        "tgt": opts.tgt,
+        "src_weights": identity,
+        "src_kwargs": dict(opts.src_kwargs),
+        "tgt_kwargs": dict(opts.tgt_kwargs),
+        "num_classes": opts.num_classes,
+        "strategy": opts.strategy,
+        "seed": opts.seed,
+        "dtype": dtype,
+        "mapping": plan.mapping(),
+    }
+    return {METADATA_KEY: json.dumps(info, sort_keys=True, separators=(",", ":"), default=str)}
+
+
+def transfer(opts: TransferOptions, progress: Callable[[str, int, int], None] | None = None) -> TransferReport:
+    """Run (or, with ``dry_run``, plan) one transfer; raises :class:`~hmt_cli.errors.HmtError` on user errors."""
+    start = time.perf_counter()
+    import torch
+
+    from .apply import apply_plan
+    from .hub import load_pretrained
+    from .io import check_output_path, open_weights, write_safetensors
+    from .match import get_strategy
+    from .models import build_model, resolve_model
+    from .plan import make_plan
+    from .report import TransferReport
+
+    # Cheap checks first: a typo must not cost a model build.
+    src_spec = resolve_model(opts.src, opts.src_kwargs)
+    tgt_spec = resolve_model(opts.tgt, opts.tgt_kwargs)
+    strategy = get_strategy(opts.strategy)
+    device = _device(opts.device)
+    if not opts.dry_run:
+        assert opts.out is not None
+        check_output_path(opts.out, opts.force, (opts.src_weights,) if opts.src_weights else ())
+    source = open_weights(opts.src_weights) if opts.src_weights else None
+
+    src = analyze(opts.src, dict(opts.src_kwargs))
+    tgt = analyze(opts.tgt, dict(opts.tgt_kwargs), num_classes=opts.num_classes)
+    warnings = _check_weights(source, src, opts.src) if source else []
+    plan = make_plan(strategy, src.graph, src.chain, tgt.graph, tgt.chain)
+
+    param_total = sum(prod(tgt.graph.param_shapes[k]) for k in tgt.param_keys)
+    param_written = sum(prod(op.tgt_shape) for op in plan.ops if op.tgt_key in tgt.param_keys)
+    tensors_total = sum(1 for k in tgt.graph.param_shapes if not k.endswith("num_batches_tracked"))
+    common = dict(
+        src=opts.src, tgt=opts.tgt, strategy=strategy.name, seed=opts.seed, device=str(device),
+        src_extractor=src.graph.extractor, tgt_extractor=tgt.graph.extractor,
+        src_chain_len=len(src.chain), tgt_chain_len=len(tgt.chain),
+        layers_transferred=len({op.tgt_layer for op in plan.ops}),
+        params_written=param_written, params_total=param_total, tensors_written=len(plan.ops),
+        tensors_total=tensors_total, rows=_rows(plan), skipped=plan.skipped,
+    )
+    if opts.dry_run:
+        identity = source.identity if source else "not read (dry run)"
+        return TransferReport(**common, dtype=opts.dtype or "source", src_weights=identity, dry_run=True,
+                              seconds=time.perf_counter() - start, warnings=tuple(warnings))
+
+    if source is None:
+        source = load_pretrained(src_spec)
+        warnings += _check_weights(source, src, opts.src)
+    dtype = getattr(torch, opts.dtype) if opts.dtype else (source.float_dtype() or torch.float32)
+    torch.manual_seed(opts.seed)  # the target's own init for every tensor the plan does not write
+    model = build_model(tgt_spec, device="cpu", num_classes=opts.num_classes)
+    state = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in model.state_dict().items()}
+    del model
+    report_progress = (lambda step: progress("transfer", step, len(plan.ops))) if progress else None
+    apply_plan(plan, source, state, device, report_progress)
+    identity = source.identity
+    assert opts.out is not None
+    write_safetensors(state, opts.out, _metadata(opts, identity, plan, str(dtype).removeprefix("torch.")))
+    return TransferReport(**common, dtype=str(dtype).removeprefix("torch."), src_weights=identity,
+                          out=str(opts.out), seconds=time.perf_counter() - start, warnings=tuple(warnings))
+

@@ -1,0 +1,95 @@
+"""``TransferReport``: what a transfer did (or would do), as a Rich table or a JSON-ready dict."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = ["LayerRow", "TransferReport", "render_transfer"]
+
+
+@dataclass(frozen=True)
+class LayerRow:
+    index: int
+    tgt_layer: str
+    tgt_kind: str
+    tgt_shape: tuple[int, ...]
+    src_layer: str | None
+    src_kind: str | None
+    src_shape: tuple[int, ...] | None
+    rules: tuple[str, ...]  # e.g. ("paper", "cyclic") for weight and bias; () = kept at init
+    note: str = ""
+
+
+@dataclass(frozen=True)
+class TransferReport:
+    src: str
+    tgt: str
+    strategy: str
+    seed: int
+    device: str
+    dtype: str
+    src_weights: str  # sha256:..., hub:org/repo, or "none (dry run)"
+    src_extractor: str
+    tgt_extractor: str
+    src_chain_len: int
+    tgt_chain_len: int
+    layers_transferred: int
+    params_written: int
+    params_total: int
+    tensors_written: int
+    tensors_total: int
+    rows: tuple[LayerRow, ...]
+    skipped: tuple[tuple[str, str], ...] = ()
+    out: str | None = None
+    dry_run: bool = False
+    seconds: float = 0.0
+    warnings: tuple[str, ...] = field(default_factory=tuple)
+
+    @property
+    def frac_params_written(self) -> float:
+        return self.params_written / self.params_total if self.params_total else 0.0
+
+    def to_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["frac_params_written"] = round(self.frac_params_written, 6)
+        data["rows"] = [asdict(r) for r in self.rows]
+        data["skipped"] = [{"tgt_key": k, "reason": why} for k, why in self.skipped]
+        return data
+
+
+def _shape(shape: tuple[int, ...] | None) -> str:
+    return "" if shape is None else "x".join(str(s) for s in shape)
+
+
+def render_transfer(report: TransferReport) -> list[Any]:
+    """Rich renderables: the layer table, then a summary grid."""
+    from rich.table import Table
+
+    table = Table(title=f"hmt transfer: {report.src} -> {report.tgt} ({report.strategy})", title_justify="left")
+    for column, justify in (("#", "right"), ("target layer", "left"), ("kind", "left"), ("shape", "right"),
+                            ("source layer", "left"), ("shape", "right"), ("rule", "left")):
+        table.add_column(column, justify=justify, overflow="fold")  # type: ignore[arg-type]
+    for row in report.rows:
+        rule = "+".join(row.rules) if row.rules else f"[dim]init{': ' + row.note if row.note else ''}[/dim]"
+        table.add_row(str(row.index), row.tgt_layer, row.tgt_kind, _shape(row.tgt_shape),
+                      row.src_layer or "[dim]-[/dim]", _shape(row.src_shape), rule)
+    summary = Table.grid(padding=(0, 2))
+    summary.add_column(style="bold")
+    summary.add_column()
+    summary.add_row("chains", f"source {report.src_chain_len} layers ({report.src_extractor}), "
+                              f"target {report.tgt_chain_len} layers ({report.tgt_extractor})")
+    summary.add_row("transferred", f"{report.layers_transferred} layers, {report.tensors_written} of "
+                                   f"{report.tensors_total} tensors")
+    summary.add_row("params written", f"{report.params_written:,} of {report.params_total:,} "
+                                      f"({100 * report.frac_params_written:.1f}%); the rest keeps the "
+                                      f"target's init (seed {report.seed})")
+    summary.add_row("source weights", report.src_weights)
+    summary.add_row("device / dtype", f"{report.device} / {report.dtype}")
+    if report.skipped:
+        summary.add_row("skipped", f"{len(report.skipped)} tensors (rule could not apply; see --json)")
+    for warning in report.warnings:
+        summary.add_row("[yellow]warning[/yellow]", warning)
+    summary.add_row("output", "dry run: nothing written" if report.dry_run else str(report.out))
+    summary.add_row("time", f"{report.seconds:.2f} s")
+    return [table, summary]

@@ -1,0 +1,99 @@
+"""Tensor rules: tensor in, tensor out, dtype preserved; raise ``RuleError`` on shapes they can't handle.
+
+Mechanism apart from policy: a rule never decides *whether* a tensor should be transferred, only
+how; the planner picks rules by name from :data:`RULES` and the applier calls them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from .cyclic import cyclic_stack
+from .kernel import adapt_rank, resize_kernel
+
+__all__ = [
+    "RULES", "CHECKS", "RuleError", "apply_rule", "check_rule", "cyclic_stack", "resize_kernel", "adapt_rank",
+    "paper_weight",
+]
+
+
+class RuleError(ValueError):
+    """The rule cannot map this source shape onto this target shape."""
+
+
+def copy(src: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    if tuple(src.shape) != tuple(shape):
+        raise RuleError(f"copy needs equal shapes, got {tuple(src.shape)} -> {tuple(shape)}")
+    return src.clone()
+
+
+def cyclic(src: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """Channels only (biases, norm vectors, and same-kernel weights)."""
+    if src.dim() != len(shape):
+        raise RuleError(f"cyclic needs equal ranks, got {tuple(src.shape)} -> {tuple(shape)}")
+    if src.shape[2:] != torch.Size(shape[2:]):
+        raise RuleError(f"cyclic keeps kernel sizes, got {tuple(src.shape)} -> {tuple(shape)}")
+    return cyclic_stack(src, shape)
+
+
+def paper_weight(src: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """The HMT paper's rule: kernels by bilinear interpolation, channels by cyclic stacking.
+
+    Linear weights count as 1x1 convs, so conv <-> linear pairs work in both directions.
+    """
+    if src.dim() < 2 or len(shape) < 2:
+        raise RuleError(f"weights need rank >= 2, got {tuple(src.shape)} -> {tuple(shape)}")
+    x = adapt_rank(src, len(shape))
+    # Interpolating is per (out, in) slice, so do the cheap step first: shrink before resizing.
+    if x.shape[0] * x.shape[1] > shape[0] * shape[1]:
+        return resize_kernel(cyclic_stack(x, (*shape[:2], *x.shape[2:])), shape[2:])
+    return cyclic_stack(resize_kernel(x, shape[2:]), shape)
+
+
+def check_paper(src: tuple[int, ...], tgt: tuple[int, ...]) -> None:
+    if len(src) < 2 or len(tgt) < 2 or len(tgt) > 5:
+        raise RuleError(f"paper needs weights of rank 2 to 5, got {src} -> {tgt}")
+
+
+def check_cyclic(src: tuple[int, ...], tgt: tuple[int, ...]) -> None:
+    if len(src) != len(tgt) or src[2:] != tgt[2:]:
+        raise RuleError(f"cyclic needs equal ranks and kernel sizes, got {src} -> {tgt}")
+
+
+def check_copy(src: tuple[int, ...], tgt: tuple[int, ...]) -> None:
+    if src != tgt:
+        raise RuleError(f"copy needs equal shapes, got {src} -> {tgt}")
+
+
+# Shape-only preconditions, so plans validate without touching (even meta) tensors.
+CHECKS: dict[str, Callable[[tuple[int, ...], tuple[int, ...]], None]] = {
+    "copy": check_copy,
+    "cyclic": check_cyclic,
+    "paper": check_paper,
+}
+
+RULES: dict[str, Callable[[torch.Tensor, tuple[int, ...]], torch.Tensor]] = {
+    "copy": copy,
+    "cyclic": cyclic,
+    "paper": paper_weight,
+}
+
+
+def check_rule(name: str, src: tuple[int, ...], tgt: tuple[int, ...]) -> None:
+    """Raise :class:`RuleError` unless rule ``name`` maps shape ``src`` onto ``tgt``."""
+    if name not in CHECKS:
+        raise RuleError(f"unknown rule {name!r}; known: {', '.join(CHECKS)}")
+    CHECKS[name](tuple(src), tuple(tgt))
+
+
+def apply_rule(name: str, src: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    try:
+        rule = RULES[name]
+    except KeyError:
+        raise RuleError(f"unknown rule {name!r}; known: {', '.join(RULES)}") from None
+    out = rule(src, tuple(shape))
+    if tuple(out.shape) != tuple(shape):  # post-condition: a rule bug must never reach a file
+        raise RuleError(f"rule {name} produced {tuple(out.shape)}, expected {tuple(shape)}")
+    return out

@@ -1,0 +1,27 @@
+"""Cyclic channel stacking: ``target[o, i, ...] = source[o mod O_s, i mod I_s, ...]``."""
+
+from __future__ import annotations
+
+import torch
+
+__all__ = ["cyclic_stack", "cyclic_index"]
+
+
+def cyclic_index(target: int, source: int, device: torch.device | None = None) -> torch.Tensor:
+    """``[0, 1, ..., source-1, 0, 1, ...]`` of length ``target``; a narrower target keeps the first."""
+    return torch.arange(target, device=device) % source
+
+
+def cyclic_stack(src: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    """Stack the first two axes cyclically (just the first for 1-D tensors) to ``shape``.
+
+    One ``index_select`` per axis (gathers, no Python loop over channels); the result is a fresh,
+    contiguous tensor, as safetensors requires. Trailing axes must already match.
+    """
+    out = src
+    for axis in range(min(2, src.dim())):
+        if out.shape[axis] != shape[axis]:
+            out = out.index_select(axis, cyclic_index(shape[axis], out.shape[axis], out.device))
+    if tuple(out.shape) != tuple(shape):
+        raise ValueError(f"cyclic_stack: {tuple(src.shape)} cannot become {tuple(shape)}")
+    return out.contiguous() if out is not src else out.clone()
