@@ -21,6 +21,7 @@ __all__ = ["TransferOptions", "load_config", "parse_model_args", "DEVICES", "DTY
 
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "float16", "bfloat16")
+SIGNAL_CHECKS = ("off", "report", "fallback")
 
 
 @dataclass(frozen=True)
@@ -38,14 +39,19 @@ class TransferOptions:
     dry_run: bool = False
     src_kwargs: Mapping[str, Any] = field(default_factory=dict)
     tgt_kwargs: Mapping[str, Any] = field(default_factory=dict)
+    signal_check: str | None = None  # off | report | fallback; None = the strategy's own policy
 
     def __post_init__(self) -> None:
         if self.num_classes is not None and self.num_classes <= 0:
             raise UsageError(f"--num-classes must be a positive integer, got {self.num_classes}")
+        if not 0 <= self.seed < 2**63:  # torch.manual_seed's range, checked before any model is built
+            raise UsageError(f"--seed must be an integer in [0, 2**63), got {self.seed}")
         if self.device not in DEVICES and not self.device.startswith("cuda:"):
             raise UsageError(f"--device must be one of {', '.join(DEVICES)}, got {self.device!r}")
         if self.dtype is not None and self.dtype not in DTYPES:
             raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
+        if self.signal_check is not None and self.signal_check not in SIGNAL_CHECKS:
+            raise UsageError(f"--signal-check must be one of {', '.join(SIGNAL_CHECKS)}, got {self.signal_check!r}")
         if self.out is None and not self.dry_run:
             raise UsageError("--out is required unless --dry-run is given")
 
@@ -65,14 +71,31 @@ def load_config(path: Path) -> dict[str, Any]:
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise UsageError(f"cannot read config file {path}: {exc}") from None
     section = raw.get("transfer", raw)
+    if not isinstance(section, dict):
+        raise UsageError(f"config file {path}: [transfer] must be a table")
     values = {str(k).replace("-", "_"): v for k, v in section.items()}
     unknown = sorted(set(values) - _TRANSFER_KEYS)
     if unknown:
         raise UsageError(f"config file {path}: unknown keys {', '.join(unknown)}")
+    for key, value in values.items():
+        _check_type(path, key, value)
     for key in ("out", "src_weights"):
-        if key in values and values[key] is not None:
+        if key in values:
             values[key] = Path(values[key])
     return values
+
+
+# TOML value types per key; a wrong type must be a usage error here, not a crash deep in a stage.
+_CONFIG_TYPES: dict[str, type] = {
+    "num_classes": int, "seed": int, "force": bool, "dry_run": bool, "src_kwargs": dict, "tgt_kwargs": dict,
+}
+
+
+def _check_type(path: Path, key: str, value: Any) -> None:
+    expected = _CONFIG_TYPES.get(key, str)
+    # bool is an int subclass, but `seed = true` is a typo, not a seed.
+    if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
+        raise UsageError(f"config file {path}: {key} must be a {expected.__name__}, got {value!r}")
 
 
 def parse_model_args(items: list[str] | None, flag: str) -> dict[str, Any]:

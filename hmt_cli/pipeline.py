@@ -129,6 +129,7 @@ def transfer(opts: TransferOptions, progress: Callable[[str, int, int], None] | 
     import torch
 
     from .apply import apply_plan
+    from .health import rescale
     from .hub import load_pretrained
     from .io import check_output_path, open_weights, write_safetensors
     from .match import get_strategy
@@ -174,12 +175,52 @@ def transfer(opts: TransferOptions, progress: Callable[[str, int, int], None] | 
     torch.manual_seed(opts.seed)  # the target's own init for every tensor the plan does not write
     model = build_model(tgt_spec, device="cpu", num_classes=opts.num_classes)
     state = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in model.state_dict().items()}
-    del model
+    init = {op.tgt_key: state[op.tgt_key] for op in plan.ops}  # references: apply replaces, never mutates
     report_progress = (lambda step: progress("transfer", step, len(plan.ops))) if progress else None
     apply_plan(plan, source, state, device, report_progress)
+    reverted = rescale(plan, init, state)
+    policy = opts.signal_check or strategy.signal_policy
+    signals, fallback = _signal(policy, model, state, init, plan, tgt, opts.seed)
+    del model
+    if reverted:
+        warnings.append(f"{len(reverted)} tensors kept their init (zero-variance init or result)")
+    if fallback:
+        warnings.append(f"signal check: {len(fallback)} layers fell back to the target's init: "
+                        + ", ".join(fallback[:5]) + (" ..." if len(fallback) > 5 else ""))
+    kept = set(reverted) | {op.tgt_key for op in plan.ops if op.tgt_layer in fallback}
+    written_ops = [op for op in plan.ops if op.tgt_key not in kept]
+    common["params_written"] = sum(prod(op.tgt_shape) for op in written_ops if op.tgt_key in tgt.param_keys)
+    common["tensors_written"] = len(written_ops)
+    common["layers_transferred"] = len({op.tgt_layer for op in written_ops})
     identity = source.identity
     assert opts.out is not None
     write_safetensors(state, opts.out, _metadata(opts, identity, plan, str(dtype).removeprefix("torch.")))
     return TransferReport(**common, dtype=str(dtype).removeprefix("torch."), src_weights=identity,
-                          out=str(opts.out), seconds=time.perf_counter() - start, warnings=tuple(warnings))
+                          out=str(opts.out), seconds=time.perf_counter() - start, warnings=tuple(warnings),
+                          signal=tuple(signals), fallback=tuple(fallback))
+
+
+def _signal(policy: str, model: torch.nn.Module, state: dict, init: dict, plan: TransferPlan, tgt: Analysis,
+            seed: int) -> tuple[list, list[str]]:
+    """Run the data-free check; under ``fallback`` revert flagged layers to init (3 rounds at most)."""
+    from .errors import InvalidValues
+    from .health import check
+
+    if policy == "off":
+        return [], []
+    paths = [n.path for n in tgt.chain.layers]
+    fallback: list[str] = []
+    for _ in range(3):
+        signals = check(model, state, paths, tgt.graph.input_shape, seed)
+        bad = [s.path for s in signals if s.status != "ok"]
+        if policy != "fallback" or not bad:
+            return signals, fallback
+        for op in plan.ops:
+            if op.tgt_layer in bad:
+                state[op.tgt_key] = init[op.tgt_key]
+        fallback += [b for b in bad if b not in fallback]
+    if any(s.status == "nonfinite" for s in signals):
+        raise InvalidValues("the transferred target still produces NaN/Inf after falling back to init",
+                            hint="try --strategy paper or report this pair")
+    return signals, fallback
 

@@ -59,7 +59,7 @@ def _check(op: TensorOp) -> str | None:
     from .reshape import RuleError, check_rule
 
     try:
-        check_rule(op.rule, op.src_shape, op.tgt_shape)
+        check_rule(op.rule, op.src_shape, op.tgt_shape, **dict(op.params))
     except RuleError as exc:
         return str(exc)
     return None
@@ -68,7 +68,7 @@ def _check(op: TensorOp) -> str | None:
 def make_plan(
     strategy: Strategy, src_graph: LayerGraph, src_chain: Chain, tgt_graph: LayerGraph, tgt_chain: Chain
 ) -> TransferPlan:
-    pairing = strategy.pair(src_chain, tgt_chain)
+    pairing = strategy.pair(src_chain, tgt_chain, src_graph, tgt_graph)
     ops: list[TensorOp] = []
     skipped: list[tuple[str, str]] = []
     seen: set[str] = set()

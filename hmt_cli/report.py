@@ -45,6 +45,8 @@ class TransferReport:
     dry_run: bool = False
     seconds: float = 0.0
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    signal: tuple[Any, ...] = ()  # health.LayerSignal per checked chain layer
+    fallback: tuple[str, ...] = ()  # layers reverted to init by the signal check
 
     @property
     def frac_params_written(self) -> float:
@@ -55,6 +57,7 @@ class TransferReport:
         data["frac_params_written"] = round(self.frac_params_written, 6)
         data["rows"] = [asdict(r) for r in self.rows]
         data["skipped"] = [{"tgt_key": k, "reason": why} for k, why in self.skipped]
+        data["signal"] = [asdict(s) for s in self.signal]
         return data
 
 
@@ -62,18 +65,35 @@ def _shape(shape: tuple[int, ...] | None) -> str:
     return "" if shape is None else "x".join(str(s) for s in shape)
 
 
+def _signal_cell(s: Any) -> str:
+    """Output std relative to the target's own init on a noise batch; red when flagged."""
+    if s is None:
+        return "[dim]-[/dim]"
+    text = f"{s.ratio:.2g}x"
+    return text if s.status == "ok" else f"[red]{text} {s.status}[/red]"
+
+
 def render_transfer(report: TransferReport) -> list[Any]:
     """Rich renderables: the layer table, then a summary grid."""
     from rich.table import Table
 
     table = Table(title=f"hmt transfer: {report.src} -> {report.tgt} ({report.strategy})", title_justify="left")
-    for column, justify in (("#", "right"), ("target layer", "left"), ("kind", "left"), ("shape", "right"),
-                            ("source layer", "left"), ("shape", "right"), ("rule", "left")):
+    signal = {s.path: s for s in report.signal}
+    columns = [("#", "right"), ("target layer", "left"), ("kind", "left"), ("shape", "right"),
+               ("source layer", "left"), ("shape", "right"), ("rule", "left")]
+    if signal:
+        columns.append(("signal", "right"))
+    for column, justify in columns:
         table.add_column(column, justify=justify, overflow="fold")  # type: ignore[arg-type]
     for row in report.rows:
         rule = "+".join(row.rules) if row.rules else f"[dim]init{': ' + row.note if row.note else ''}[/dim]"
-        table.add_row(str(row.index), row.tgt_layer, row.tgt_kind, _shape(row.tgt_shape),
-                      row.src_layer or "[dim]-[/dim]", _shape(row.src_shape), rule)
+        if row.tgt_layer in report.fallback:
+            rule = f"[red]init (signal fallback)[/red] [dim]{rule}[/dim]"
+        cells = [str(row.index), row.tgt_layer, row.tgt_kind, _shape(row.tgt_shape),
+                 row.src_layer or "[dim]-[/dim]", _shape(row.src_shape), rule]
+        if signal:
+            cells.append(_signal_cell(signal.get(row.tgt_layer)))
+        table.add_row(*cells)
     summary = Table.grid(padding=(0, 2))
     summary.add_column(style="bold")
     summary.add_column()
@@ -86,6 +106,10 @@ def render_transfer(report: TransferReport) -> list[Any]:
                                       f"target's init (seed {report.seed})")
     summary.add_row("source weights", report.src_weights)
     summary.add_row("device / dtype", f"{report.device} / {report.dtype}")
+    if report.signal:
+        flagged = sum(1 for s in report.signal if s.status != "ok")
+        summary.add_row("signal check", f"{len(report.signal)} chain layers checked on a noise batch, "
+                                        f"{flagged} flagged, {len(report.fallback)} fell back to init")
     if report.skipped:
         summary.add_row("skipped", f"{len(report.skipped)} tensors (rule could not apply; see --json)")
     for warning in report.warnings:

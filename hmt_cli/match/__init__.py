@@ -6,10 +6,11 @@ from __future__ import annotations
 from ..errors import UsageError
 from .base import LayerPair, Pairing, Strategy, TensorOp
 from .paper import PaperStrategy
+from .stage import StageStrategy
 
 __all__ = ["STRATEGIES", "get_strategy", "names", "LayerPair", "Pairing", "Strategy", "TensorOp"]
 
-STRATEGIES: list[Strategy] = [PaperStrategy()]
+STRATEGIES: list[Strategy] = [PaperStrategy(), StageStrategy()]
 
 
 def names() -> list[str]:

@@ -1,4 +1,4 @@
-"""What a strategy is: a pairing of chain layers plus the tensor ops each pair implies."""
+"""What a strategy is: a pairing of layers plus the tensor ops each pair implies."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ class LayerPair:
     src: LayerNode | None  # None: the target layer keeps its own init
     score: float = 1.0
     note: str = ""
+    role: str = "chain"  # chain | shortcut | gate | head: where the target layer sits
 
 
 @dataclass(frozen=True)
@@ -27,7 +28,12 @@ class Pairing:
 
 @dataclass(frozen=True)
 class TensorOp:
-    """Write ``tgt_key`` from ``src_key`` with rule ``rule`` (a name in ``reshape.RULES``)."""
+    """Write ``tgt_key`` from ``src_key`` with rule ``rule`` (a name in ``reshape.RULES``).
+
+    ``params`` are extra integer arguments of the rule (e.g. group counts). ``scale`` is applied
+    after the rule: ``none`` keeps the source's magnitude; ``init_std`` rescales the result to the
+    standard deviation of the target's own init of that tensor (signal health by construction).
+    """
 
     tgt_key: str
     src_key: str
@@ -36,12 +42,15 @@ class TensorOp:
     src_shape: tuple[int, ...]
     tgt_layer: str
     src_layer: str
+    params: tuple[tuple[str, int], ...] = ()
+    scale: str = "none"
 
 
 class Strategy(Protocol):
     name: str
     summary: str
+    signal_policy: str  # what to do when the data-free signal check flags a layer: report | fallback
 
-    def pair(self, src: Chain, tgt: Chain) -> Pairing: ...
+    def pair(self, src: Chain, tgt: Chain, src_graph: LayerGraph, tgt_graph: LayerGraph) -> Pairing: ...
 
     def ops(self, pair: LayerPair, src: LayerGraph, tgt: LayerGraph) -> list[TensorOp]: ...

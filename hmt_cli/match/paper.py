@@ -17,8 +17,9 @@ __all__ = ["PaperStrategy"]
 class PaperStrategy:
     name = "paper"
     summary = "paper-faithful: chain layer i <- source layer i (truncated), bilinear kernels, cyclic channels"
+    signal_policy = "report"  # faithful to the paper: flagged layers are reported, never changed
 
-    def pair(self, src: Chain, tgt: Chain) -> Pairing:
+    def pair(self, src: Chain, tgt: Chain, src_graph: LayerGraph, tgt_graph: LayerGraph) -> Pairing:
         pairs = tuple(
             LayerPair(t, src.layers[i] if i < len(src.layers) else None, note="" if i < len(src.layers) else
                       "beyond the source chain")

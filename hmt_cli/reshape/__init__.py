@@ -11,6 +11,7 @@ from collections.abc import Callable
 import torch
 
 from .cyclic import cyclic_stack
+from .grouped import check_grouped, grouped_map
 from .kernel import adapt_rank, resize_kernel
 
 __all__ = [
@@ -67,33 +68,49 @@ def check_copy(src: tuple[int, ...], tgt: tuple[int, ...]) -> None:
         raise RuleError(f"copy needs equal shapes, got {src} -> {tgt}")
 
 
+def grouped(src: torch.Tensor, shape: tuple[int, ...], src_groups: int = 1, tgt_groups: int = 1) -> torch.Tensor:
+    """Kernels by bilinear interpolation, channels cyclically through each side's group structure."""
+    problem = check_grouped(tuple(src.shape), tuple(shape), src_groups, tgt_groups)
+    if problem:
+        raise RuleError(problem)
+    return grouped_map(src, shape, src_groups, tgt_groups)
+
+
+def _check_grouped(src: tuple[int, ...], tgt: tuple[int, ...], src_groups: int = 1, tgt_groups: int = 1) -> None:
+    problem = check_grouped(src, tgt, src_groups, tgt_groups)
+    if problem:
+        raise RuleError(problem)
+
+
 # Shape-only preconditions, so plans validate without touching (even meta) tensors.
-CHECKS: dict[str, Callable[[tuple[int, ...], tuple[int, ...]], None]] = {
+CHECKS: dict[str, Callable[..., None]] = {
     "copy": check_copy,
     "cyclic": check_cyclic,
     "paper": check_paper,
+    "grouped": _check_grouped,
 }
 
-RULES: dict[str, Callable[[torch.Tensor, tuple[int, ...]], torch.Tensor]] = {
+RULES: dict[str, Callable[..., torch.Tensor]] = {
     "copy": copy,
     "cyclic": cyclic,
     "paper": paper_weight,
+    "grouped": grouped,
 }
 
 
-def check_rule(name: str, src: tuple[int, ...], tgt: tuple[int, ...]) -> None:
+def check_rule(name: str, src: tuple[int, ...], tgt: tuple[int, ...], **params: int) -> None:
     """Raise :class:`RuleError` unless rule ``name`` maps shape ``src`` onto ``tgt``."""
     if name not in CHECKS:
         raise RuleError(f"unknown rule {name!r}; known: {', '.join(CHECKS)}")
-    CHECKS[name](tuple(src), tuple(tgt))
+    CHECKS[name](tuple(src), tuple(tgt), **params)
 
 
-def apply_rule(name: str, src: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+def apply_rule(name: str, src: torch.Tensor, shape: tuple[int, ...], **params: int) -> torch.Tensor:
     try:
         rule = RULES[name]
     except KeyError:
         raise RuleError(f"unknown rule {name!r}; known: {', '.join(RULES)}") from None
-    out = rule(src, tuple(shape))
+    out = rule(src, tuple(shape), **params)
     if tuple(out.shape) != tuple(shape):  # post-condition: a rule bug must never reach a file
         raise RuleError(f"rule {name} produced {tuple(out.shape)}, expected {tuple(shape)}")
     return out

@@ -1,0 +1,145 @@
+"""Signal health: init-scale rescaling (by construction) and a data-free forward check (by test).
+
+``rescale``: an op marked ``scale="init_std"`` gets its result multiplied so that its standard
+deviation equals the target's own init of that tensor. timm's inits are chosen so that each
+architecture trains from them; keeping their per-tensor scale while taking the source's pattern
+avoids the failure mode of copied weights whose scale kills or explodes the signal.
+
+``check``: one fixed noise batch through the target twice, at its own init and transferred (via
+``torch.func.functional_call``, no weight copies), recording every chain layer's output std. A
+layer is flagged when its *local* gain relative to init (its ratio divided by its input's ratio)
+collapses (< 1e-2), explodes (> 1e2) or turns non-finite, so one bad layer early on does not
+flag everything after it.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, MutableMapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .plan import TransferPlan
+
+__all__ = ["LayerSignal", "rescale", "check", "COLLAPSE", "EXPLODE"]
+
+COLLAPSE, EXPLODE = 1e-2, 1e2
+CHECK_SIZE = 64  # spatial size of the noise batch for models that accept any size
+
+
+@dataclass(frozen=True)
+class LayerSignal:
+    path: str
+    init_std: float
+    std: float
+    ratio: float  # std / init_std
+    gain: float  # ratio / previous chain layer's ratio: this layer's own effect
+    status: str  # ok | collapsed | exploded | nonfinite
+
+
+def _rms(t: torch.Tensor) -> float:
+    return float(t.float().pow(2).mean().sqrt()) if t.numel() else 0.0
+
+
+def _std(t: torch.Tensor) -> float:
+    return float(t.float().std()) if t.numel() > 1 else 0.0
+
+
+def rescale(plan: TransferPlan, init: Mapping[str, torch.Tensor], state: MutableMapping[str, torch.Tensor]) -> list[str]:
+    """Apply every op's ``scale`` in place; returns the keys reverted to the target's init.
+
+    ``init_std`` (weights): match the std of the target's own init. ``init_rms`` (norm gains): match
+    its root-mean-square, keeping the source's relative channel gains. ``norm_bias``: the factor of
+    the norm's gain, so each channel's activation threshold ``-bias/gain`` is preserved. A zero
+    init (zero-init residual branches) is deliberate and kept, as is a zero result.
+    """
+    reverted: list[str] = []
+    factors: dict[str, float] = {}
+    measure = {"init_std": _std, "init_rms": _rms}
+    ordered = [op for op in plan.ops if op.scale in measure] + [op for op in plan.ops if op.scale == "norm_bias"]
+    for op in ordered:
+        ref, out = init[op.tgt_key], state[op.tgt_key]
+        module = op.tgt_key.rsplit(".", 1)[0]
+        if op.scale == "norm_bias":
+            factor = factors.get(module)
+        else:
+            ref_size, out_size = measure[op.scale](ref), measure[op.scale](out)
+            ok = ref_size > 0.0 and out_size > 0.0 and math.isfinite(out_size)
+            factor = ref_size / out_size if ok else None
+            if factor is not None:
+                factors[module] = factor
+        if factor is None:
+            state[op.tgt_key] = ref
+            reverted.append(op.tgt_key)
+        else:
+            state[op.tgt_key] = (out.float() * factor).to(out.dtype)
+    return reverted
+
+
+def _stds(model: nn.Module, paths: Sequence[str], x: torch.Tensor, state: Mapping[str, torch.Tensor] | None
+          ) -> dict[str, float]:
+    modules = dict(model.named_modules())
+    found: dict[str, float] = {}
+    hooks = []
+    for path in paths:
+        module = modules.get(path)
+        if module is None:
+            continue  # functional layers have no module to hook
+
+        def hook(_m: nn.Module, _i: object, out: object, path: str = path) -> None:
+            if isinstance(out, torch.Tensor) and path not in found:
+                # NaN/Inf anywhere makes the std non-finite: one reduction answers both questions.
+                found[path] = float(out.detach().float().std()) if out.numel() > 1 else 0.0
+
+        hooks.append(module.register_forward_hook(hook))
+    try:
+        with torch.no_grad():
+            if state is None:
+                model(x)
+            else:
+                torch.func.functional_call(model, dict(state), (x,), strict=False)
+    finally:
+        for h in hooks:
+            h.remove()
+    return found
+
+
+def check(
+    model: nn.Module, state: Mapping[str, torch.Tensor], paths: Sequence[str], input_shape: Sequence[int], seed: int
+) -> list[LayerSignal]:
+    """Compare each chain layer's output std, transferred vs init, on a fixed noise batch."""
+    model.eval()
+    gen = torch.Generator().manual_seed(seed)
+    # The model holds its float32 init; compare in float32 (a copy only for half-precision output).
+    state = {k: v.float() if v.is_floating_point() and v.dtype != torch.float32 else v for k, v in state.items()}
+    chans, *size = input_shape
+    small = (chans, *(min(s, CHECK_SIZE) for s in size))
+    try:  # convnets take a small batch: the check costs milliseconds, not seconds
+        x = torch.randn((2, *small), generator=gen)
+        before = _stds(model, paths, x, None)
+    except Exception:  # fixed-size models (patch embeddings, window attention) need their own size
+        x = torch.randn((2, *input_shape), generator=gen)
+        before = _stds(model, paths, x, None)
+    after = _stds(model, paths, x, state)
+    signals: list[LayerSignal] = []
+    prev_ratio = 1.0
+    for path in paths:
+        if path not in before or path not in after:
+            continue
+        init_std, std = before[path], after[path]
+        ratio = std / init_std if init_std > 0 else (1.0 if std == 0 else math.inf)
+        gain = ratio / prev_ratio if prev_ratio > 0 and math.isfinite(prev_ratio) else ratio
+        if not math.isfinite(std):
+            status = "nonfinite"
+        elif gain < COLLAPSE:
+            status = "collapsed"
+        elif gain > EXPLODE:
+            status = "exploded"
+        else:
+            status = "ok"
+        signals.append(LayerSignal(path, init_std, std, ratio, gain, status))
+        if math.isfinite(ratio):
+            prev_ratio = ratio
+    return signals

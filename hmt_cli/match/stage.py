@@ -1,0 +1,95 @@
+"""``stage``: hmt's own strategy. Every target layer gets a source layer, at the same stage-aware depth.
+
+* Pairing: each target chain layer takes the source chain layer nearest in stage-aware relative
+  depth (:mod:`.progress`), so stages align and no target layer is left at random init; among
+  equally near candidates, one with the same kernel size wins. Off-chain shortcuts and gates take
+  the source's off-chain layer of the same role at the nearest depth where one exists.
+* Tensors: weights through each side's group structure (:mod:`..reshape.grouped`: depthwise from
+  per-channel kernels, not from arbitrary slices), kernels by bilinear interpolation; norms'
+  affine gain and bias cyclically with their layer's output channels (gain rescaled to the init's
+  RMS, bias by the same factor); layer biases and running statistics keep the target's init.
+* Signal health by construction: every transferred weight is rescaled to the standard deviation
+  of the target's own init of that tensor, so each layer starts at the scale its architecture
+  was designed to train from; the source contributes the *pattern* of the filters. A data-free
+  forward pass then checks every chain layer and falls back to init where the signal breaks.
+"""
+
+from __future__ import annotations
+
+from ..chain import Chain
+from ..graph import LayerGraph, LayerNode
+from .base import LayerPair, Pairing, TensorOp
+from .progress import nearest, progress, stage_progress, stages
+
+__all__ = ["StageStrategy"]
+
+_OFF_CHAIN_ROLES = ("shortcut", "gate")
+
+
+def _kernel(node: LayerNode) -> tuple[int, ...]:
+    return node.shape[2:] if len(node.shape) > 2 else (1,)
+
+
+def _pick(value: float, tgt: LayerNode, cands: list[LayerNode], where: list[float]) -> int:
+    best = nearest(value, where)
+    # A same-kernel neighbour at almost the same depth carries more usable structure.
+    window = 0.5 / max(len(cands), 1)
+    same = [i for i in range(len(cands)) if _kernel(cands[i]) == _kernel(tgt) and abs(where[i] - value) <= window]
+    if _kernel(cands[best]) != _kernel(tgt) and same:
+        return min(same, key=lambda i: (abs(where[i] - value), i))
+    return best
+
+
+class StageStrategy:
+    name = "stage"
+    summary = ("every target layer <- source layer at the same stage-aware depth; group-aware channels; "
+               "norms mapped; init-scale rescaling; signal check with per-layer fallback")
+    signal_policy = "fallback"
+
+    def pair(self, src: Chain, tgt: Chain, src_graph: LayerGraph, tgt_graph: LayerGraph) -> Pairing:
+        pairs: list[LayerPair] = []
+        if src.layers:
+            src_pos = progress(src.layers)
+            for t, p in zip(tgt.layers, progress(tgt.layers), strict=True):
+                s = src.layers[_pick(p, t, list(src.layers), src_pos)]
+                pairs.append(LayerPair(t, s, score=1.0))
+        else:
+            pairs = [LayerPair(t, None, note="empty source chain") for t in tgt.layers]
+        pairs += self._off_chain(src, tgt, src_graph, tgt_graph)
+        return Pairing(self.name, tuple(pairs))
+
+    def _off_chain(self, src: Chain, tgt: Chain, src_graph: LayerGraph, tgt_graph: LayerGraph) -> list[LayerPair]:
+        src_levels, tgt_levels = stages(src.layers), stages(tgt.layers)
+        out: list[LayerPair] = []
+        for role in _OFF_CHAIN_ROLES:
+            cands = [src_graph.layer(o.path) for o in src.off_chain if o.reason == role]
+            where = [stage_progress(n.reduction, src_levels) for n in cands]
+            for o in tgt.off_chain:
+                if o.reason != role:
+                    continue
+                t = tgt_graph.layer(o.path)
+                if not cands:
+                    out.append(LayerPair(t, None, note=f"source has no {role}", role=role))
+                    continue
+                s = cands[_pick(stage_progress(t.reduction, tgt_levels), t, cands, where)]
+                out.append(LayerPair(t, s, role=role))
+        return out
+
+    def ops(self, pair: LayerPair, src: LayerGraph, tgt: LayerGraph) -> list[TensorOp]:
+        s, t = pair.src, pair.tgt
+        if s is None:
+            return []
+        params = (("src_groups", s.groups), ("tgt_groups", t.groups))
+        ops = [TensorOp(t.weight, s.weight, "grouped", t.shape, s.shape, t.path, s.path, params, "init_std")]
+        # Post-norms only (one value per output channel on both sides), affine parameters only:
+        # running statistics belong to the old weights and are re-estimated in fine-tuning.
+        src_norm = {k.rsplit(".", 1)[1]: k for k in s.norm_keys}
+        for k in t.norm_keys:
+            leaf = k.rsplit(".", 1)[1]
+            if leaf not in ("weight", "bias") or leaf not in src_norm:
+                continue
+            tshape, sshape = tgt.param_shapes[k], src.param_shapes[src_norm[leaf]]
+            if len(tshape) == 1 and tshape[0] == t.shape[0] and sshape[0] == s.shape[0]:
+                scale = "init_rms" if leaf == "weight" else "norm_bias"
+                ops.append(TensorOp(k, src_norm[leaf], "cyclic", tshape, sshape, t.path, s.path, scale=scale))
+        return ops
