@@ -78,6 +78,23 @@ def rescale(plan: TransferPlan, init: Mapping[str, torch.Tensor], state: Mutable
     return reverted
 
 
+def channel_std(out: torch.Tensor) -> float:
+    """Mean over channels of each channel's std across samples and positions.
+
+    A layer whose output no longer depends on its input (e.g. a norm gain near zero leaving only
+    its bias) has per-channel std ~0 even though the tensor's overall std, dominated by the
+    differences *between* channels, looks healthy. NaN/Inf anywhere make the result non-finite.
+    """
+    x = out.float()
+    if x.dim() == 4:  # (N, C, H, W)
+        x = x.transpose(0, 1).flatten(1)
+    else:  # (N, C) or token layouts (N, T, C): channels last
+        x = x.reshape(-1, x.shape[-1]).transpose(0, 1)
+    if x.shape[1] < 2:
+        return 0.0
+    return float(x.std(dim=1).mean())
+
+
 def _stds(model: nn.Module, paths: Sequence[str], x: torch.Tensor, state: Mapping[str, torch.Tensor] | None
           ) -> dict[str, float]:
     modules = dict(model.named_modules())
@@ -90,8 +107,7 @@ def _stds(model: nn.Module, paths: Sequence[str], x: torch.Tensor, state: Mappin
 
         def hook(_m: nn.Module, _i: object, out: object, path: str = path) -> None:
             if isinstance(out, torch.Tensor) and path not in found:
-                # NaN/Inf anywhere makes the std non-finite: one reduction answers both questions.
-                found[path] = float(out.detach().float().std()) if out.numel() > 1 else 0.0
+                found[path] = channel_std(out.detach())
 
         hooks.append(module.register_forward_hook(hook))
     try:

@@ -5,9 +5,8 @@
   equally near candidates, one with the same kernel size wins. Off-chain shortcuts and gates take
   the source's off-chain layer of the same role at the nearest depth where one exists.
 * Tensors: weights through each side's group structure (:mod:`..reshape.grouped`: depthwise from
-  per-channel kernels, not from arbitrary slices), kernels by bilinear interpolation; norms'
-  affine gain and bias cyclically with their layer's output channels (gain rescaled to the init's
-  RMS, bias by the same factor); layer biases and running statistics keep the target's init.
+  per-channel kernels, not from arbitrary slices), kernels by bilinear interpolation. Norms, layer
+  biases and running statistics keep the target's init (see ``ops`` for why).
 * Signal health by construction: every transferred weight is rescaled to the standard deviation
   of the target's own init of that tensor, so each layer starts at the scale its architecture
   was designed to train from; the source contributes the *pattern* of the filters. A data-free
@@ -80,16 +79,8 @@ class StageStrategy:
         if s is None:
             return []
         params = (("src_groups", s.groups), ("tgt_groups", t.groups))
-        ops = [TensorOp(t.weight, s.weight, "grouped", t.shape, s.shape, t.path, s.path, params, "init_std")]
-        # Post-norms only (one value per output channel on both sides), affine parameters only:
-        # running statistics belong to the old weights and are re-estimated in fine-tuning.
-        src_norm = {k.rsplit(".", 1)[1]: k for k in s.norm_keys}
-        for k in t.norm_keys:
-            leaf = k.rsplit(".", 1)[1]
-            if leaf not in ("weight", "bias") or leaf not in src_norm:
-                continue
-            tshape, sshape = tgt.param_shapes[k], src.param_shapes[src_norm[leaf]]
-            if len(tshape) == 1 and tshape[0] == t.shape[0] and sshape[0] == s.shape[0]:
-                scale = "init_rms" if leaf == "weight" else "norm_bias"
-                ops.append(TensorOp(k, src_norm[leaf], "cyclic", tshape, sshape, t.path, s.path, scale=scale))
-        return ops
+        # Weights only. Norm gains/biases keep the target's init: copying a ResNet's trained gains
+        # (small where timm zero-inits the last norm of a residual block) into other positions
+        # froze test_efficientnet at chance in our measurement (docs/transfer.md); at init every
+        # channel carries signal and the rescaled weights set the pattern.
+        return [TensorOp(t.weight, s.weight, "grouped", t.shape, s.shape, t.path, s.path, params, "init_std")]
