@@ -47,7 +47,9 @@ def _std(t: torch.Tensor) -> float:
     return float(t.float().std()) if t.numel() > 1 else 0.0
 
 
-def rescale(plan: TransferPlan, init: Mapping[str, torch.Tensor], state: MutableMapping[str, torch.Tensor]) -> list[str]:
+def rescale(
+    plan: TransferPlan, init: Mapping[str, torch.Tensor], state: MutableMapping[str, torch.Tensor]
+) -> list[str]:
     """Apply every op's ``scale`` in place; returns the keys reverted to the target's init.
 
     ``init_std`` (weights): match the std of the target's own init. ``init_rms`` (norm gains): match
@@ -86,10 +88,8 @@ def channel_std(out: torch.Tensor) -> float:
     differences *between* channels, looks healthy. NaN/Inf anywhere make the result non-finite.
     """
     x = out.float()
-    if x.dim() == 4:  # (N, C, H, W)
-        x = x.transpose(0, 1).flatten(1)
-    else:  # (N, C) or token layouts (N, T, C): channels last
-        x = x.reshape(-1, x.shape[-1]).transpose(0, 1)
+    # (N, C, H, W): channels second; (N, C) and token layouts (N, T, C): channels last.
+    x = x.transpose(0, 1).flatten(1) if x.dim() == 4 else x.reshape(-1, x.shape[-1]).transpose(0, 1)
     if x.shape[1] < 2:
         return 0.0
     return float(x.std(dim=1).mean())

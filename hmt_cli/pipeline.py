@@ -106,6 +106,43 @@ def _rows(plan: TransferPlan) -> tuple:
     return tuple(rows)
 
 
+_INIT_REASONS = {
+    "chain": "chain layer tensor the strategy does not write (bias, norm, running statistics)",
+    "head": "classifier head: fresh for the new label space",
+    "gate": "gate branch without a source counterpart",
+    "shortcut": "shortcut without a source counterpart",
+    "branch": "off-chain branch",
+    "dead-end": "off-chain dead end",
+    "norm": "normalization not attached to a transferred layer",
+    "embedding": "embedding / table without a source counterpart",
+    "scale": "per-channel scale (e.g. layer scale)",
+    "unused": "not used in the forward pass",
+}
+
+
+def _accounting(tgt: Analysis, plan: TransferPlan, kept: set[str]) -> tuple[list[dict], dict[str, dict[str, int]]]:
+    """Every target tensor: written by which op, or left at init and why; coverage by role."""
+    from .chain import account
+
+    owners = account(tgt.graph, tgt.chain)
+    by_key = {op.tgt_key: op for op in plan.ops if op.tgt_key not in kept}
+    rows: list[dict] = []
+    coverage: dict[str, dict[str, int]] = {}
+    for key, shape in tgt.graph.param_shapes.items():
+        role = owners.get(key, "unused")
+        op = by_key.get(key)
+        if op is not None:
+            rows.append({"key": key, "status": "transferred", "src": op.src_key, "rule": op.rule, "scale": op.scale})
+        else:
+            why = "reverted by rescaling or the signal check" if key in kept else _INIT_REASONS.get(role, role)
+            rows.append({"key": key, "status": "init", "role": role, "reason": why})
+        if key in tgt.param_keys:
+            entry = coverage.setdefault(role, {"params": 0, "written": 0})
+            entry["params"] += prod(shape)
+            entry["written"] += prod(shape) if op is not None else 0
+    return rows, coverage
+
+
 def _metadata(opts: TransferOptions, identity: str, plan: TransferPlan, dtype: str) -> dict[str, str]:
     info = {
         "hmt_version": __version__,
@@ -155,7 +192,9 @@ def transfer(opts: TransferOptions, progress: Callable[[str, int, int], None] | 
     param_total = sum(prod(tgt.graph.param_shapes[k]) for k in tgt.param_keys)
     param_written = sum(prod(op.tgt_shape) for op in plan.ops if op.tgt_key in tgt.param_keys)
     tensors_total = sum(1 for k in tgt.graph.param_shapes if not k.endswith("num_batches_tracked"))
+    tensor_rows, coverage = _accounting(tgt, plan, set())
     common = dict(
+        tensors=tuple(tensor_rows), coverage=coverage,
         src=opts.src, tgt=opts.tgt, strategy=strategy.name, seed=opts.seed, device=str(device),
         src_extractor=src.graph.extractor, tgt_extractor=tgt.graph.extractor,
         src_chain_len=len(src.chain), tgt_chain_len=len(tgt.chain),
@@ -192,6 +231,8 @@ def transfer(opts: TransferOptions, progress: Callable[[str, int, int], None] | 
     common["params_written"] = sum(prod(op.tgt_shape) for op in written_ops if op.tgt_key in tgt.param_keys)
     common["tensors_written"] = len(written_ops)
     common["layers_transferred"] = len({op.tgt_layer for op in written_ops})
+    tensor_rows, common["coverage"] = _accounting(tgt, plan, kept)
+    common["tensors"] = tuple(tensor_rows)
     identity = source.identity
     assert opts.out is not None
     write_safetensors(state, opts.out, _metadata(opts, identity, plan, str(dtype).removeprefix("torch.")))

@@ -72,16 +72,16 @@ def make_plan(
     ops: list[TensorOp] = []
     skipped: list[tuple[str, str]] = []
     seen: set[str] = set()
-    for pair in pairing.pairs:
-        for op in strategy.ops(pair, src_graph, tgt_graph):
-            if op.tgt_key in seen:  # a shared target tensor is written once, by its first pair
-                continue
-            problem = _check(op)
-            if problem:
-                skipped.append((op.tgt_key, problem))
-                continue
-            seen.add(op.tgt_key)
-            ops.append(op)
+    candidates = [op for pair in pairing.pairs for op in strategy.ops(pair, src_graph, tgt_graph)]
+    for op in [*candidates, *pairing.extra_ops]:
+        if op.tgt_key in seen:  # a shared target tensor is written once, by its first pair
+            continue
+        problem = _check(op)
+        if problem:
+            skipped.append((op.tgt_key, problem))
+            continue
+        seen.add(op.tgt_key)
+        ops.append(op)
     return TransferPlan(
         strategy=strategy.name,
         src_model=src_graph.model,

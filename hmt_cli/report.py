@@ -45,6 +45,8 @@ class TransferReport:
     dry_run: bool = False
     seconds: float = 0.0
     warnings: tuple[str, ...] = field(default_factory=tuple)
+    tensors: tuple[dict[str, Any], ...] = ()  # every target tensor: transferred (src, rule) or init (why)
+    coverage: dict[str, dict[str, int]] = field(default_factory=dict)  # role -> params, written
     signal: tuple[Any, ...] = ()  # health.LayerSignal per checked chain layer
     fallback: tuple[str, ...] = ()  # layers reverted to init by the signal check
 
@@ -56,6 +58,7 @@ class TransferReport:
         data = asdict(self)
         data["frac_params_written"] = round(self.frac_params_written, 6)
         data["rows"] = [asdict(r) for r in self.rows]
+        data["tensors"] = list(self.tensors)
         data["skipped"] = [{"tgt_key": k, "reason": why} for k, why in self.skipped]
         data["signal"] = [asdict(s) for s in self.signal]
         return data
@@ -104,6 +107,10 @@ def render_transfer(report: TransferReport) -> list[Any]:
     summary.add_row("params written", f"{report.params_written:,} of {report.params_total:,} "
                                       f"({100 * report.frac_params_written:.1f}%); the rest keeps the "
                                       f"target's init (seed {report.seed})")
+    if report.coverage:
+        parts = [f"{role} {v['written'] / v['params']:.0%} of {v['params']:,}"
+                 for role, v in sorted(report.coverage.items(), key=lambda kv: -kv[1]["params"]) if v["params"]]
+        summary.add_row("coverage by role", "; ".join(parts))
     summary.add_row("source weights", report.src_weights)
     summary.add_row("device / dtype", f"{report.device} / {report.dtype}")
     if report.signal:

@@ -21,12 +21,6 @@ class LayerPair:
 
 
 @dataclass(frozen=True)
-class Pairing:
-    strategy: str
-    pairs: tuple[LayerPair, ...]
-
-
-@dataclass(frozen=True)
 class TensorOp:
     """Write ``tgt_key`` from ``src_key`` with rule ``rule`` (a name in ``reshape.RULES``).
 
@@ -44,6 +38,13 @@ class TensorOp:
     src_layer: str
     params: tuple[tuple[str, int], ...] = ()
     scale: str = "none"
+
+
+@dataclass(frozen=True)
+class Pairing:
+    strategy: str
+    pairs: tuple[LayerPair, ...]
+    extra_ops: tuple[TensorOp, ...] = ()  # tensors outside any layer pair (position embeddings, tokens)
 
 
 class Strategy(Protocol):

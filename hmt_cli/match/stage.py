@@ -23,6 +23,7 @@ from .progress import nearest, progress, stage_progress, stages
 __all__ = ["StageStrategy"]
 
 _OFF_CHAIN_ROLES = ("shortcut", "gate")
+_TOKEN_RULES = {"pos_embed": "pos_embed", "cls_token": "tokens", "reg_token": "tokens", "dist_token": "tokens"}
 
 
 def _kernel(node: LayerNode) -> tuple[int, ...]:
@@ -55,7 +56,20 @@ class StageStrategy:
         else:
             pairs = [LayerPair(t, None, note="empty source chain") for t in tgt.layers]
         pairs += self._off_chain(src, tgt, src_graph, tgt_graph)
-        return Pairing(self.name, tuple(pairs))
+        return Pairing(self.name, tuple(pairs), self._embeddings(src_graph, tgt_graph))
+
+    @staticmethod
+    def _embeddings(src: LayerGraph, tgt: LayerGraph) -> tuple[TensorOp, ...]:
+        """Position embeddings and class/register tokens, matched by name (``pos_embed``, ...)."""
+        ops = []
+        for key, tshape in tgt.param_shapes.items():
+            leaf = key.rsplit(".", 1)[-1]
+            rule = _TOKEN_RULES.get(leaf)
+            if rule is None or key not in src.param_shapes or len(tshape) != 3:
+                continue
+            owner = key.rsplit(".", 1)[0] if "." in key else key
+            ops.append(TensorOp(key, key, rule, tshape, src.param_shapes[key], owner, owner, scale="init_std"))
+        return tuple(ops)
 
     def _off_chain(self, src: Chain, tgt: Chain, src_graph: LayerGraph, tgt_graph: LayerGraph) -> list[LayerPair]:
         src_levels, tgt_levels = stages(src.layers), stages(tgt.layers)

@@ -13,6 +13,7 @@ import torch
 from .cyclic import cyclic_stack
 from .grouped import check_grouped, grouped_map
 from .kernel import adapt_rank, resize_kernel
+from .tokens import check_tokens, pos_embed, tokens
 
 __all__ = [
     "RULES", "CHECKS", "RuleError", "apply_rule", "check_rule", "cyclic_stack", "resize_kernel", "adapt_rank",
@@ -82,12 +83,35 @@ def _check_grouped(src: tuple[int, ...], tgt: tuple[int, ...], src_groups: int =
         raise RuleError(problem)
 
 
+def _check_pos_embed(src: tuple[int, ...], tgt: tuple[int, ...]) -> None:
+    problem = check_tokens(src, tgt)
+    if problem:
+        raise RuleError(problem)
+
+
+def _check_tokens(src: tuple[int, ...], tgt: tuple[int, ...]) -> None:
+    if len(src) != 3 or len(tgt) != 3 or src[0] != 1 or tgt[0] != 1:
+        raise RuleError(f"token tensors must be (1, N, C), got {src} -> {tgt}")
+
+
+def _pos_embed(src: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    _check_pos_embed(tuple(src.shape), tuple(shape))
+    return pos_embed(src, shape)
+
+
+def _tokens(src: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+    _check_tokens(tuple(src.shape), tuple(shape))
+    return tokens(src, shape)
+
+
 # Shape-only preconditions, so plans validate without touching (even meta) tensors.
 CHECKS: dict[str, Callable[..., None]] = {
     "copy": check_copy,
     "cyclic": check_cyclic,
     "paper": check_paper,
     "grouped": _check_grouped,
+    "pos_embed": _check_pos_embed,
+    "tokens": _check_tokens,
 }
 
 RULES: dict[str, Callable[..., torch.Tensor]] = {
@@ -95,6 +119,8 @@ RULES: dict[str, Callable[..., torch.Tensor]] = {
     "cyclic": cyclic,
     "paper": paper_weight,
     "grouped": grouped,
+    "pos_embed": _pos_embed,
+    "tokens": _tokens,
 }
 
 
