@@ -10,13 +10,14 @@ import contextlib
 import json
 import os
 import sys
+import traceback
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Annotated, Any
 
 import typer
 
-from .errors import HmtError, Interrupted, UsageError
+from .errors import HmtError, Interrupted, OutputError, UsageError
 from .output import Output
 
 __all__ = ["app", "main"]
@@ -26,40 +27,49 @@ DEBUG_ENV = "HMT_DEBUG"
 app = typer.Typer(
     name="hmt",
     help="Heterogeneous model transfer: initialize any timm network from a pretrained network of a "
-    "different architecture. Exit codes: see README (2 usage, 3 model, 4-5 weights, 6 model "
-    "unsupported, 7 invalid values, 8 output, 130 interrupted).",
+    "different architecture. Exit codes (docs/errors.md): 2 usage, 3 model, 4-5 weights, 6 model "
+    "unsupported, 7 invalid values, 8 output, 130 interrupted.",
     add_completion=False,
     no_args_is_help=True,
+    # Plain help: Rich-formatted help imports ~0.3 s of modules, and `hmt --help` must answer at once.
+    rich_markup_mode=None,
     pretty_exceptions_enable=False,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
 
 
+def debug_enabled() -> bool:
+    """``HMT_DEBUG=1`` (any value but empty/0/false/no/off) adds the traceback to every failure."""
+    return os.environ.get(DEBUG_ENV, "").strip().lower() not in ("", "0", "false", "no", "off")
+
+
+def _fail(out: Output, line: str, code: int) -> None:
+    out.close()  # stop a live progress bar first, or it redraws over the message
+    if debug_enabled():
+        traceback.print_exc(file=sys.stderr)
+    out.error(line)
+    raise typer.Exit(code) from None
+
+
 @contextlib.contextmanager
 def _errors(out: Output) -> Iterator[None]:
-    """HmtError -> one line + its exit code; Ctrl-C -> 130; anything else -> 1 (bug)."""
+    """HmtError -> one line + its exit code; Ctrl-C -> 130; anything else -> 1 (bug).
+
+    With HMT_DEBUG set the traceback comes first, but the line and the exit code stay the same, so
+    turning debugging on never changes what a pipeline sees as the outcome.
+    """
     try:
         yield
-    except HmtError as exc:
-        out.close()
-        if os.environ.get(DEBUG_ENV):
-            raise
-        out.error(exc)
-        raise typer.Exit(exc.exit_code) from None
-    except KeyboardInterrupt:
-        out.close()
-        out.error(Interrupted("interrupted; nothing was written"))
-        raise typer.Exit(Interrupted.exit_code) from None
     except typer.Exit:
         raise
+    except HmtError as exc:
+        _fail(out, exc.one_line(), exc.exit_code)
+    except KeyboardInterrupt:
+        _fail(out, Interrupted("interrupted; nothing was written").one_line(), Interrupted.exit_code)
     except Exception as exc:
-        out.close()
-        if os.environ.get(DEBUG_ENV):
-            raise
         message = " ".join(str(exc).split())[:300]
-        print(f"hmt: internal error: {type(exc).__name__}: {message} (rerun with {DEBUG_ENV}=1 for the "
-              "traceback and report it)", file=sys.stderr)
-        raise typer.Exit(1) from None
+        _fail(out, f"hmt: internal error: {type(exc).__name__}: {message} (rerun with {DEBUG_ENV}=1 for the "
+              "traceback and report it)", 1)
     finally:
         out.close()
 
@@ -70,8 +80,8 @@ QuietOpt = Annotated[bool, typer.Option("--quiet", "-q", help="No human report o
 
 @app.command()
 def transfer(
-    src: Annotated[str | None, typer.Option(help="Source model: timm name or package.module:callable.")] = None,
-    tgt: Annotated[str | None, typer.Option(help="Target model: timm name or package.module:callable.")] = None,
+    src: Annotated[str | None, typer.Option(metavar="NAME", help="Source model: timm name or module:callable.")] = None,
+    tgt: Annotated[str | None, typer.Option(metavar="NAME", help="Target model: timm name or module:callable.")] = None,
     out: Annotated[Path | None, typer.Option("--out", "-o", help="Output .safetensors (target state dict).")] = None,
     src_weights: Annotated[Path | None, typer.Option(
         help="Source checkpoint (.safetensors or torch file, loaded weights-only). Default: timm's pretrained "
@@ -81,8 +91,10 @@ def transfer(
     seed: Annotated[int | None, typer.Option(help="Seed of the target's own init (untransferred) [0].")] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda[:N]: where the math runs [auto].")] = None,
     dtype: Annotated[str | None, typer.Option(help="Output dtype: float32 | float16 | bfloat16 [source's].")] = None,
-    src_arg: Annotated[list[str] | None, typer.Option(help="KEY=VALUE for the source's constructor.")] = None,
-    tgt_arg: Annotated[list[str] | None, typer.Option(help="KEY=VALUE for the target's constructor.")] = None,
+    src_arg: Annotated[list[str] | None, typer.Option(metavar="KEY=VALUE", help="Source constructor argument.")] = None,
+    tgt_arg: Annotated[list[str] | None, typer.Option(metavar="KEY=VALUE", help="Target constructor argument.")] = None,
+    signal_check: Annotated[str | None, typer.Option(
+        help="off | report | fallback: the data-free signal check of the result [the strategy's].")] = None,
     config: Annotated[Path | None, typer.Option(help="TOML preset (configs/*.toml); flags override it.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing --out.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Plan and report; write nothing.")] = False,
@@ -97,7 +109,7 @@ def transfer(
 
         values: dict[str, Any] = load_config(config) if config else {}
         flags = {"src": src, "tgt": tgt, "out": out, "src_weights": src_weights, "num_classes": num_classes,
-                 "strategy": strategy, "seed": seed, "device": device, "dtype": dtype}
+                 "strategy": strategy, "seed": seed, "device": device, "dtype": dtype, "signal_check": signal_check}
         values.update({k: v for k, v in flags.items() if v is not None})
         values["force"] = force or bool(values.get("force", False))
         values["dry_run"] = dry_run or bool(values.get("dry_run", False))
@@ -121,13 +133,20 @@ def transfer(
         data = result.to_dict()
         sink.result(data)
         if report is not None:
-            report.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+            _write_report(report, data)
+
+
+def _write_report(path: Path, data: dict[str, Any]) -> None:
+    try:
+        path.write_text(json.dumps(data, indent=2, default=str) + "\n", encoding="utf-8")
+    except OSError as exc:
+        raise OutputError(f"cannot write the report {path}: {exc.strerror or exc}") from None
 
 
 @app.command()
 def chain(
     model: Annotated[str, typer.Argument(help="timm name or package.module:callable.")],
-    arg: Annotated[list[str] | None, typer.Option(help="KEY=VALUE constructor argument (repeatable).")] = None,
+    arg: Annotated[list[str] | None, typer.Option(metavar="KEY=VALUE", help="Constructor argument.")] = None,
     extractor: Annotated[str, typer.Option(help="auto | fx | exec")] = "auto",
     json_mode: JsonOpt = False,
     quiet: QuietOpt = False,
@@ -178,6 +197,38 @@ def strategies(json_mode: JsonOpt = False) -> None:
     else:
         for row in rows:
             sink.err.print(f"[bold]{row['name']}[/bold]  {row['summary']}")
+
+
+@app.command()
+def demo(
+    data: Annotated[Path | None, typer.Option(help="An .npz with 'images' (N,H,W[,C]) and 'labels' (N,). "
+                                               "Default: scikit-learn's bundled digits (`.[demo]` extra).")] = None,
+    src: Annotated[str, typer.Option(metavar="NAME", help="Source architecture to train.")] = "test_resnet",
+    tgt: Annotated[str, typer.Option(metavar="NAME", help="Target architecture.")] = "test_efficientnet",
+    strategy: Annotated[str, typer.Option(help="Transfer strategy.")] = "stage",
+    shots: Annotated[int, typer.Option(help="Training images per target class.")] = 10,
+    seed: Annotated[int, typer.Option(help="Seed for data split, init and training order.")] = 0,
+    json_mode: JsonOpt = False,
+    quiet: QuietOpt = False,
+) -> None:
+    """Offline, ~1 minute on a CPU: train a source on half the classes, transfer, compare fine-tuning."""
+    sink = Output(json_mode=json_mode, quiet=quiet)
+    with _errors(sink):
+        if shots <= 0:
+            raise UsageError(f"--shots must be positive, got {shots}")
+        from .demo import DemoConfig, run_demo
+        from .report import render_transfer
+
+        result = run_demo(DemoConfig(data=data, src=src, tgt=tgt, strategy=strategy, shots=shots, seed=seed),
+                          log=lambda line: sink.show(line))
+        sink.show(*render_transfer(result.report))
+        sink.show(f"[bold]held-out accuracy of {tgt} after fine-tuning on {shots} images per class:[/bold] "
+                  f"from scratch {result.scratch_acc:.1%}, from the transfer {result.transfer_acc:.1%} "
+                  f"({100 * (result.transfer_acc - result.scratch_acc):+.1f} points; source {result.src_acc:.1%} "
+                  f"on its own classes; {result.seconds:.0f} s)")
+        sink.result({"src_acc": result.src_acc, "scratch_acc": result.scratch_acc,
+                     "transfer_acc": result.transfer_acc, "seconds": result.seconds,
+                     "report": result.report.to_dict()})
 
 
 @app.command()

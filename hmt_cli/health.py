@@ -135,8 +135,9 @@ def check(
     try:  # convnets take a small batch: the check costs milliseconds, not seconds
         x = torch.randn((2, *small), generator=gen)
         before = _stds(model, paths, x, None)
-    except Exception:  # fixed-size models (patch embeddings, window attention) need their own size
-        x = torch.randn((2, *input_shape), generator=gen)
+    except Exception:  # fixed-size models (patch embeddings, window attention) need their own size;
+        # one image there: its tokens or positions still give every channel a spread to measure.
+        x = torch.randn((1, *input_shape), generator=gen)
         before = _stds(model, paths, x, None)
     after = _stds(model, paths, x, state)
     signals: list[LayerSignal] = []

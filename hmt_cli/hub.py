@@ -16,10 +16,11 @@ from .errors import WeightsUnavailable
 from .io import DictSource
 from .models import ModelSpec, build_model
 
-__all__ = ["load_pretrained", "reachable"]
+__all__ = ["ensure_available", "load_pretrained", "reachable"]
 
 PROBE_SECONDS = 3.0
 _HINT = "pass --src-weights PATH, or download once while online and rerun with HF_HUB_OFFLINE=1"
+_HINT_OFFLINE = "pass --src-weights PATH, or download once while online (without HF_HUB_OFFLINE) to fill the cache"
 
 
 def reachable(url: str, timeout: float = PROBE_SECONDS) -> bool:
@@ -58,8 +59,11 @@ def _cached(hub_id: str) -> bool:
     return False
 
 
-def load_pretrained(spec: ModelSpec) -> DictSource:
-    """The source's pretrained state dict via ``timm.create_model(pretrained=True)``."""
+def ensure_available(spec: ModelSpec) -> str:
+    """Fail in seconds, before any download or model build, unless the weights are cached or reachable.
+
+    Returns the weights' identity (``hub:org/repo`` or ``url:...``) for the output's metadata.
+    """
     if not spec.is_timm:
         raise WeightsUnavailable(
             f"{spec.name} is a custom factory: hmt cannot know its pretrained weights",
@@ -74,19 +78,25 @@ def load_pretrained(spec: ModelSpec) -> DictSource:
     url = "" if cfg is None else (cfg.url or "")
     if cfg is not None and not (hub_id or url or cfg.file):
         raise WeightsUnavailable(f"timm has no pretrained weights for {spec.name}", hint="pass --src-weights PATH")
-    identity = f"hub:{hub_id}" if hub_id else f"url:{url}"
     if hub_id and not _cached(hub_id):
         if _offline():
             raise WeightsUnavailable(
-                f"{hub_id} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set",
-                hint="pass --src-weights PATH",
+                f"{hub_id} is not in the local Hugging Face cache and HF_HUB_OFFLINE is set", hint=_HINT_OFFLINE
             )
         if not reachable(constants.ENDPOINT):
             raise WeightsUnavailable(f"cannot reach {constants.ENDPOINT} to download {hub_id}", hint=_HINT)
     elif not hub_id and url and not reachable(url):
         raise WeightsUnavailable(f"cannot reach {urlparse(url).hostname} to download {spec.name}", hint=_HINT)
+    return f"hub:{hub_id}" if hub_id else f"url:{url}"
+
+
+def load_pretrained(spec: ModelSpec) -> DictSource:
+    """The source's pretrained state dict via ``timm.create_model(pretrained=True)``."""
+    identity = ensure_available(spec)
     try:
         model = build_model(spec, device="cpu", pretrained=True)
-    except (OSError, RuntimeError) as exc:  # network errors surface as OSError subclasses
+    except OSError as exc:  # network and cache errors (huggingface_hub's included) are OSError subclasses
         raise WeightsUnavailable(f"downloading weights for {spec.name} failed: {exc}", hint=_HINT) from None
+    except RuntimeError as exc:  # a cached file that torch/safetensors cannot read
+        raise WeightsUnavailable(f"loading pretrained weights for {spec.name} failed: {exc}", hint=_HINT) from None
     return DictSource(model.state_dict(), identity=identity)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import os
 import pickle
+import re
 import tempfile
 import threading
 from collections.abc import Mapping
@@ -22,7 +23,11 @@ from .errors import Interrupted, OutputError, WeightsUnavailable
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["WeightSource", "open_weights", "DictSource", "check_output_path", "write_safetensors", "sha256_file"]
+__all__ = [
+    "WeightSource", "open_weights", "DictSource", "check_output_path", "write_safetensors", "sha256_file", "TMP_SUFFIX",
+]
+
+TMP_SUFFIX = ".hmt-tmp"  # every temp file hmt creates ends so; a crash leaves only names that say whose they are
 
 
 class WeightSource(Protocol):
@@ -161,15 +166,18 @@ def _open_torch(path: Path, head: bytes) -> DictSource:
 
     if not head.startswith(b"PK") and not head.startswith(b"\x80"):
         raise WeightsUnavailable(f"{path} is neither a safetensors file nor a torch checkpoint")
+    if path.suffix == ".safetensors":  # timm's loader picks the format by extension, not content
+        raise WeightsUnavailable(f"{path} is named .safetensors but holds a torch pickle",
+                                 hint="rename it to .pth")
     try:
         state = load_state_dict(str(path), use_ema=False, weights_only=True)
-    except pickle.UnpicklingError as exc:
-        raise WeightsUnavailable(
-            f"refused to unpickle {path}: it holds objects other than tensors and could run code "
-            f"({_first_line(exc)[:120]})",
-            hint="re-save it as a plain state dict or convert it to .safetensors",
-        ) from None
     except Exception as exc:  # zip / pickle readers raise many types for truncated or corrupt files
+        if _refused_unpickling(exc):
+            raise WeightsUnavailable(
+                f"refused to unpickle {path}: unsafe, it holds objects other than tensors that could run code"
+                f"{_unsafe_globals(exc)}",
+                hint="re-save it as a plain state dict or convert it to .safetensors",
+            ) from None
         raise WeightsUnavailable(f"{path} is not a readable torch checkpoint: {_first_line(exc)}") from None
     if not isinstance(state, Mapping):
         raise WeightsUnavailable(f"{path} does not hold a state dict (got {type(state).__name__})")
@@ -177,6 +185,23 @@ def _open_torch(path: Path, head: bytes) -> DictSource:
     if not source.keys():
         raise WeightsUnavailable(f"{path} contains no tensors")
     return source
+
+
+def _refused_unpickling(exc: BaseException) -> bool:
+    """``weights_only`` refusals: torch raises UnpicklingError, timm re-raises it as RuntimeError."""
+    return isinstance(exc, pickle.UnpicklingError) or isinstance(exc.__cause__, pickle.UnpicklingError)
+
+
+def _unsafe_globals(exc: BaseException) -> str:
+    """The globals torch refused ("Unsupported global(s): io.open"): they tell the user what is in the file."""
+    for text in (str(exc), str(exc.__cause__ or "")):
+        found = _UNSUPPORTED.search(text)
+        if found:
+            return f" ({found.group(1).removeprefix('GLOBAL ').split(' was ')[0][:80]})"
+    return ""
+
+
+_UNSUPPORTED = re.compile(r"Unsupported globals?:\s*(.+?)\.(?:\s|$)")
 
 
 def check_output_path(out: Path, force: bool, inputs: tuple[Path, ...] = ()) -> None:
@@ -188,12 +213,25 @@ def check_output_path(out: Path, force: bool, inputs: tuple[Path, ...] = ()) -> 
         same = out.exists() and src.exists() and os.path.samefile(src, out)
         if same or out.resolve() == src.resolve():
             raise OutputError(f"--out {out} is the input weights file; refusing to overwrite the source")
-    if not parent.is_dir():
+    if not parent.exists():
         raise OutputError(f"output directory {parent} does not exist")
-    if not os.access(parent, os.W_OK):
-        raise OutputError(f"output directory {parent} is not writable")
+    if not parent.is_dir():
+        raise OutputError(f"output directory {parent} is not a directory")
+    _probe_writable(parent)
     if out.exists() and not force:
         raise OutputError(f"{out} already exists", hint="pass --force to overwrite it")
+
+
+def _probe_writable(parent: Path) -> None:
+    """Create and remove a temp file: ``os.access`` says yes to root on read-only mounts and /proc."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=".probe.", suffix=TMP_SUFFIX, dir=parent)
+    except OSError as exc:
+        raise OutputError(f"output directory {parent} is not writable: {exc.strerror or exc}") from None
+    try:
+        os.close(fd)
+    finally:
+        os.unlink(name)
 
 
 def _prepare(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -213,28 +251,30 @@ def _prepare(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 def write_safetensors(state: Mapping[str, torch.Tensor], out: Path, metadata: Mapping[str, str]) -> None:
-    """Write to a temp file beside ``out``, then rename: readers never see a partial file."""
+    """Write to a temp file beside ``out``, then rename: readers never see a partial file.
+
+    The temp file goes on every exit path but success, Ctrl-C included (``BaseException``).
+    """
     from safetensors.torch import save_file
 
     parent = out.parent if str(out.parent) else Path(".")
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=".hmt-tmp", dir=parent)
-    os.close(fd)
-    tmp = Path(tmp_name)
+    tmp: Path | None = None
     try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{out.name}.", suffix=TMP_SUFFIX, dir=parent)
+        tmp = Path(tmp_name)
+        os.close(fd)
         save_file(_prepare(state), str(tmp), metadata=dict(metadata))
         umask = os.umask(0)
         os.umask(umask)
         os.chmod(tmp, 0o666 & ~umask)  # mkstemp's 0600 would surprise whoever reads the file next
         os.replace(tmp, out)
+        tmp = None
     except KeyboardInterrupt:
-        tmp.unlink(missing_ok=True)
         raise Interrupted("interrupted while writing; nothing was written") from None
     except OSError as exc:
-        tmp.unlink(missing_ok=True)
         raise OutputError(f"cannot write {out}: {exc.strerror or exc}") from None
     except Exception as exc:  # safetensors reports I/O failures (disk full) as its own error type
-        tmp.unlink(missing_ok=True)
         raise OutputError(f"cannot write {out}: {_first_line(exc)}") from None
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
+    finally:
+        if tmp is not None:
+            tmp.unlink(missing_ok=True)

@@ -71,7 +71,20 @@ def resolve_model(name: str, kwargs: Mapping[str, Any] | None = None) -> ModelSp
         close = suggest_names(name)
         hint = f"did you mean: {', '.join(close)}" if close else "see `hmt models PATTERN`"
         raise ModelNotFound(f"unknown model {name!r}", hint=hint)
+    if arch != name:
+        _check_tag(name, arch)
     return ModelSpec(name, "timm", kwargs)
+
+
+def _check_tag(name: str, arch: str) -> None:
+    """``resnet18.bogus``: timm would fail later, mid-build, with a RuntimeError; say it now, with the tags."""
+    import timm
+
+    tagged = timm.list_pretrained(f"{arch}.*")
+    if name not in tagged:
+        tags = ", ".join(t.partition(".")[2] for t in tagged[:5])
+        hint = f"{arch} has tags: {tags}" if tags else f"{arch} has no pretrained tags; use the bare name"
+        raise ModelNotFound(f"unknown pretrained tag in {name!r}", hint=hint)
 
 
 def _load_factory(spec: str) -> Callable[..., Any]:
@@ -144,9 +157,14 @@ def classifier_names(model: nn.Module) -> tuple[str, ...]:
 
 
 def input_size(model: nn.Module, default: tuple[int, int, int] = (3, 224, 224)) -> tuple[int, ...]:
-    """The (C, H, W) a forward pass needs: a patch embedding's fixed size wins over the cfg's."""
+    """The (C, H, W) a forward pass needs: a patch embedding's fixed size wins over the cfg's.
+
+    Channels come from the model, not the cfg: a model built with ``in_chans=1`` still has
+    ``(3, 224, 224)`` in its cfg.
+    """
     cfg = getattr(model, "pretrained_cfg", None) or {}
     chans, height, width = tuple(int(s) for s in (cfg.get("input_size") or default))[-3:]
+    chans = _in_chans(model, cfg, chans)
     for owner in (getattr(model, "patch_embed", None), model):
         img_size = getattr(owner, "img_size", None)
         if isinstance(img_size, int):
@@ -154,3 +172,19 @@ def input_size(model: nn.Module, default: tuple[int, int, int] = (3, 224, 224)) 
         if isinstance(img_size, (tuple, list)) and len(img_size) == 2:
             return (chans, int(img_size[0]), int(img_size[1]))
     return (chans, height, width)
+
+
+def _in_chans(model: nn.Module, cfg: Mapping[str, Any], default: int) -> int:
+    chans = getattr(model, "in_chans", None)
+    if isinstance(chans, int) and chans > 0:
+        return chans
+    first = cfg.get("first_conv")
+    if isinstance(first, str):  # timm names the stem; its in_channels is what the input must have
+        try:
+            stem = model.get_submodule(first)
+        except AttributeError:
+            return default
+        chans = getattr(stem, "in_channels", None)
+        if isinstance(chans, int) and chans > 0:
+            return chans
+    return default

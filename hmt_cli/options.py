@@ -95,7 +95,7 @@ def _check_type(path: Path, key: str, value: Any) -> None:
     expected = _CONFIG_TYPES.get(key, str)
     # bool is an int subclass, but `seed = true` is a typo, not a seed.
     if not isinstance(value, expected) or (expected is int and isinstance(value, bool)):
-        raise UsageError(f"config file {path}: {key} must be a {expected.__name__}, got {value!r}")
+        raise UsageError(f"config file {path}: {key} must be {expected.__name__}, got {value!r}")
 
 
 def parse_model_args(items: list[str] | None, flag: str) -> dict[str, Any]:

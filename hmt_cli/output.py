@@ -9,11 +9,12 @@ from __future__ import annotations
 import json
 import sys
 import time
-from typing import Any
-
-from rich.console import Console
+from typing import TYPE_CHECKING, Any
 
 from .errors import HmtError
+
+if TYPE_CHECKING:
+    from rich.console import Console
 
 __all__ = ["Output"]
 
@@ -24,10 +25,20 @@ class Output:
     def __init__(self, json_mode: bool = False, quiet: bool = False, width: int | None = None) -> None:
         self.json_mode = json_mode
         self.quiet = quiet
-        self.err = Console(stderr=True, width=width, highlight=False)
+        self._width = width
+        self._err: Console | None = None
         self._start = time.monotonic()
         self._progress: Any = None
         self._task: Any = None
+
+    @property
+    def err(self) -> Console:
+        """The Rich console on stderr, created on first use: importing Rich costs ~0.1 s of `hmt --help`."""
+        if self._err is None:
+            from rich.console import Console
+
+            self._err = Console(stderr=True, width=self._width, highlight=False)
+        return self._err
 
     def show(self, *renderables: Any) -> None:
         if not self.quiet:
@@ -43,9 +54,10 @@ class Output:
             sys.stdout.write(json.dumps(data, indent=2, default=str) + "\n")
             sys.stdout.flush()
 
-    def error(self, exc: HmtError) -> None:
+    def error(self, message: HmtError | str) -> None:
         # Plain print, no markup: messages contain user paths and brackets.
-        print(exc.one_line(), file=sys.stderr, flush=True)
+        text = message.one_line() if isinstance(message, HmtError) else message
+        print(text, file=sys.stderr, flush=True)
 
     def progress(self, stage: str, done: int, total: int) -> None:
         if self.quiet or time.monotonic() - self._start < PROGRESS_AFTER_S:

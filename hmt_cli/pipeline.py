@@ -183,6 +183,10 @@ def transfer(opts: TransferOptions, progress: Callable[[str, int, int], None] | 
         assert opts.out is not None
         check_output_path(opts.out, opts.force, (opts.src_weights,) if opts.src_weights else ())
     source = open_weights(opts.src_weights) if opts.src_weights else None
+    if source is None and not opts.dry_run:
+        from .hub import ensure_available
+
+        ensure_available(src_spec)  # offline without a cache: fail now, not after tracing both models
 
     src = analyze(opts.src, dict(opts.src_kwargs))
     tgt = analyze(opts.tgt, dict(opts.tgt_kwargs), num_classes=opts.num_classes)

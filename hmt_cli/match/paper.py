@@ -17,7 +17,8 @@ __all__ = ["PaperStrategy"]
 class PaperStrategy:
     name = "paper"
     summary = "paper-faithful: chain layer i <- source layer i (truncated), bilinear kernels, cyclic channels"
-    signal_policy = "report"  # faithful to the paper: flagged layers are reported, never changed
+    # Faithful to the paper: no check unless asked (--signal-check report shows it, never acts on it).
+    signal_policy = "off"
 
     def pair(self, src: Chain, tgt: Chain, src_graph: LayerGraph, tgt_graph: LayerGraph) -> Pairing:
         pairs = tuple(

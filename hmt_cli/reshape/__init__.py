@@ -54,14 +54,22 @@ def paper_weight(src: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     return cyclic_stack(resize_kernel(x, shape[2:]), shape)
 
 
+def _check_nonempty(rule: str, src: tuple[int, ...], tgt: tuple[int, ...]) -> None:
+    # Cyclic stacking takes indices modulo the source's sizes: an empty axis has nothing to stack.
+    if any(s <= 0 for s in src) or any(s <= 0 for s in tgt):
+        raise RuleError(f"{rule} needs non-empty axes, got {src} -> {tgt}")
+
+
 def check_paper(src: tuple[int, ...], tgt: tuple[int, ...]) -> None:
-    if len(src) < 2 or len(tgt) < 2 or len(tgt) > 5:
+    if len(src) < 2 or len(tgt) < 2 or len(tgt) > 5 or len(src) > 5:
         raise RuleError(f"paper needs weights of rank 2 to 5, got {src} -> {tgt}")
+    _check_nonempty("paper", src, tgt)
 
 
 def check_cyclic(src: tuple[int, ...], tgt: tuple[int, ...]) -> None:
     if len(src) != len(tgt) or src[2:] != tgt[2:]:
         raise RuleError(f"cyclic needs equal ranks and kernel sizes, got {src} -> {tgt}")
+    _check_nonempty("cyclic", src, tgt)
 
 
 def check_copy(src: tuple[int, ...], tgt: tuple[int, ...]) -> None:
@@ -81,9 +89,11 @@ def _check_grouped(src: tuple[int, ...], tgt: tuple[int, ...], src_groups: int =
     problem = check_grouped(src, tgt, src_groups, tgt_groups)
     if problem:
         raise RuleError(problem)
+    _check_nonempty("grouped", src, tgt)
 
 
 def _check_pos_embed(src: tuple[int, ...], tgt: tuple[int, ...]) -> None:
+    _check_tokens(src, tgt)
     problem = check_tokens(src, tgt)
     if problem:
         raise RuleError(problem)
@@ -92,6 +102,7 @@ def _check_pos_embed(src: tuple[int, ...], tgt: tuple[int, ...]) -> None:
 def _check_tokens(src: tuple[int, ...], tgt: tuple[int, ...]) -> None:
     if len(src) != 3 or len(tgt) != 3 or src[0] != 1 or tgt[0] != 1:
         raise RuleError(f"token tensors must be (1, N, C), got {src} -> {tgt}")
+    _check_nonempty("tokens", src, tgt)
 
 
 def _pos_embed(src: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
@@ -136,6 +147,7 @@ def apply_rule(name: str, src: torch.Tensor, shape: tuple[int, ...], **params: i
         rule = RULES[name]
     except KeyError:
         raise RuleError(f"unknown rule {name!r}; known: {', '.join(RULES)}") from None
+    check_rule(name, tuple(src.shape), tuple(shape), **params)  # one precondition for plans and tensors
     out = rule(src, tuple(shape), **params)
     if tuple(out.shape) != tuple(shape):  # post-condition: a rule bug must never reach a file
         raise RuleError(f"rule {name} produced {tuple(out.shape)}, expected {tuple(shape)}")

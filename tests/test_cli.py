@@ -1,0 +1,279 @@
+"""The ``hmt`` CLI end to end, through Typer's CliRunner and through real processes.
+
+Real timm models with weights the tests create: resnet18 -> mobilenetv3_small_100 and
+resnet18 -> efficientnet_b0. Outputs must load strictly through ``pretrained_cfg_overlay`` and give
+finite logits; the metadata, ``--json``, ``--report``, ``--quiet``, ``--dry-run``, ``--config`` and
+``--src-arg/--tgt-arg`` behave as documented; ``hmt --help`` answers without importing torch.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from conftest import (
+    REPO,
+    Transfer,
+    invoke_cli,
+    offline_env,
+    run_hmt,
+    save_state,
+    sha256,
+    timm_state,
+    tmp_files,
+)
+
+from hmt_cli import __version__
+from hmt_cli.reshape import apply_rule
+
+SRC, TGT = "resnet18", "mobilenetv3_small_100"
+METADATA_FIELDS = {"hmt_version", "src", "tgt", "src_weights", "strategy", "seed", "mapping"}
+
+
+def load_strict(name: str, path: Path, **kwargs: Any) -> torch.nn.Module:
+    """The way a user loads the init: timm's own pretrained loader, strict by default."""
+    import timm
+
+    return timm.create_model(name, pretrained=True, pretrained_cfg_overlay=dict(file=str(path)), **kwargs).eval()
+
+
+def assert_finite_forward(model: torch.nn.Module, size: int = 224) -> None:
+    with torch.no_grad():
+        logits = model(torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(0)))
+    assert bool(torch.isfinite(logits).all())
+
+
+def metadata(path: Path) -> dict[str, Any]:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        meta = fh.metadata()
+    return json.loads(meta["hmt"])
+
+
+def tensor(path: Path, key: str) -> torch.Tensor:
+    from safetensors import safe_open
+
+    with safe_open(str(path), framework="pt") as fh:
+        return fh.get_tensor(key)
+
+
+def transfer_args(weights: Path, out: Path, *extra: Any, src: str = SRC, tgt: str = TGT) -> list[Any]:
+    return ["transfer", "--src", src, "--tgt", tgt, "--src-weights", weights, "--out", out, "--device", "cpu",
+            *extra]
+
+
+def test_output_loads_strictly_and_runs(r18_mbv3_in_process: Transfer) -> None:
+    assert_finite_forward(load_strict(TGT, r18_mbv3_in_process.out))
+    assert tmp_files(r18_mbv3_in_process.out.parent) == []
+
+
+def test_metadata_describes_the_transfer(r18_mbv3_in_process: Transfer, r18_safetensors: Path) -> None:
+    meta = metadata(r18_mbv3_in_process.out)
+    assert set(meta) >= METADATA_FIELDS
+    assert meta["hmt_version"] == __version__
+    assert (meta["src"], meta["tgt"], meta["strategy"], meta["seed"]) == (SRC, TGT, "paper", 0)
+    assert meta["src_weights"] == f"sha256:{sha256(r18_safetensors)}"
+    first = meta["mapping"][0]
+    assert (first["src"], first["tgt"], first["rule"]) == ("conv1.weight", "conv_stem.weight", "paper")
+
+
+def test_json_is_the_only_thing_on_stdout(r18_mbv3_in_process: Transfer) -> None:
+    data = json.loads(r18_mbv3_in_process.run.stdout)  # raises on anything before or after the one document
+    assert (data["src"], data["tgt"], data["out"]) == (SRC, TGT, str(r18_mbv3_in_process.out))
+    assert data["layers_transferred"] > 0 and 0 < data["frac_params_written"] <= 1
+
+
+def test_report_file_is_the_same_json(r18_mbv3_in_process: Transfer) -> None:
+    assert json.loads(r18_mbv3_in_process.report.read_text()) == json.loads(r18_mbv3_in_process.run.stdout)
+
+
+def test_stem_is_the_paper_rule_of_the_source_stem(r18_mbv3_in_process: Transfer, r18_state: dict[str, Any]) -> None:
+    stem = tensor(r18_mbv3_in_process.out, "conv_stem.weight")
+    assert torch.equal(stem, apply_rule("paper", r18_state["conv1.weight"], tuple(stem.shape)))
+
+
+def test_output_holds_every_target_tensor(r18_mbv3_in_process: Transfer) -> None:
+    import timm
+    from safetensors import safe_open
+
+    expected = timm.create_model(TGT, device="meta").state_dict()
+    with safe_open(str(r18_mbv3_in_process.out), framework="pt") as fh:
+        assert set(fh.keys()) == set(expected)
+        for key, value in expected.items():
+            assert tuple(fh.get_slice(key).get_shape()) == tuple(value.shape), key
+
+
+def test_human_report_goes_to_stderr(r18_mbv3_in_process: Transfer) -> None:
+    stderr = r18_mbv3_in_process.run.stderr  # --json moves the result to stdout; the table stays on stderr
+    assert "conv_stem" in stderr and "conv1" in stderr and "paper" in stderr
+    assert max(len(line) for line in stderr.splitlines()) <= 120  # COLUMNS pins Rich's width
+
+
+def test_quiet_prints_nothing(tmp_path: Path, r18_safetensors: Path) -> None:
+    out = tmp_path / "x.safetensors"
+    run = invoke_cli(*transfer_args(r18_safetensors, out, "--quiet"))
+    assert (run.code, run.stdout, run.stderr) == (0, "", ""), run
+    assert out.is_file()
+
+
+def test_dry_run_writes_nothing(tmp_path: Path, r18_safetensors: Path) -> None:
+    out_dir = tmp_path / "out"
+    out_dir.mkdir()
+    run = invoke_cli(*transfer_args(r18_safetensors, out_dir / "x.safetensors", "--dry-run", "--json"))
+    assert run.code == 0, run
+    data = json.loads(run.stdout)
+    assert data["dry_run"] is True and data["rows"]
+    assert list(out_dir.iterdir()) == []
+
+
+def test_torch_checkpoint_to_efficientnet(tmp_path: Path, r18_pth: Path) -> None:
+    """A ``{"state_dict": {"module.*": ...}}`` training checkpoint, into a different family."""
+    out = tmp_path / "effnet.safetensors"
+    run = invoke_cli(*transfer_args(r18_pth, out, "--quiet", tgt="efficientnet_b0"))
+    assert run.code == 0, run
+    assert_finite_forward(load_strict("efficientnet_b0", out))
+    assert metadata(out)["src_weights"] == f"sha256:{sha256(r18_pth)}"
+
+
+def test_num_classes_sets_the_head(tmp_path: Path, r18_safetensors: Path) -> None:
+    out = tmp_path / "x.safetensors"
+    run = invoke_cli(*transfer_args(r18_safetensors, out, "--num-classes", 10, "--quiet"))
+    assert run.code == 0, run
+    model = load_strict(TGT, out, num_classes=10)
+    assert model.get_classifier().out_features == 10
+    assert metadata(out)["num_classes"] == 10
+
+
+def test_model_arguments(tmp_path: Path, weights_dir: Path) -> None:
+    """--src-arg builds the source the checkpoint came from; --tgt-arg shapes the target (a 64 px ViT)."""
+    gray = save_state(timm_state(SRC, in_chans=1), weights_dir / "resnet18_gray.safetensors")
+    out = tmp_path / "vit64.safetensors"
+    extra = ("--tgt-arg", "img_size=64", "--quiet")
+    run = invoke_cli(*transfer_args(gray, out, *extra, "--src-arg", "in_chans=1", tgt="vit_tiny_patch16_224"))
+    assert run.code == 0, run
+    assert_finite_forward(load_strict("vit_tiny_patch16_224", out, img_size=64), size=64)
+    meta = metadata(out)
+    assert (meta["src_kwargs"], meta["tgt_kwargs"]) == ({"in_chans": 1}, {"img_size": 64})
+    # The same file read as a default (3-channel) resnet18: its stem does not fit.
+    without = invoke_cli(*transfer_args(gray, tmp_path / "other.safetensors", *extra, tgt="vit_tiny_patch16_224"))
+    assert without.code == 5 and "conv1.weight" in without.stderr, without
+
+
+# --- --config ----------------------------------------------------------------------------------
+
+
+def test_paper_preset_as_shipped() -> None:
+    run = invoke_cli("transfer", "--config", REPO / "configs" / "paper.toml", "--dry-run", "--json")
+    assert run.code == 0, run
+    data = json.loads(run.stdout)
+    assert (data["src"], data["tgt"], data["strategy"], data["seed"]) == ("resnet50", "mobilenetv3_large_100",
+                                                                          "paper", 0)
+
+
+def test_flags_override_the_preset(tmp_path: Path, r18_safetensors: Path) -> None:
+    out = tmp_path / "x.safetensors"
+    run = invoke_cli("transfer", "--config", REPO / "configs" / "paper.toml", "--src", SRC, "--tgt", TGT,
+                     "--src-weights", r18_safetensors, "--out", out, "--seed", 5, "--quiet")
+    assert run.code == 0, run
+    meta = metadata(out)
+    assert (meta["src"], meta["tgt"], meta["seed"], meta["strategy"]) == (SRC, TGT, 5, "paper")
+    load_strict(TGT, out)
+
+
+def test_preset_values_apply(tmp_path: Path, r18_safetensors: Path) -> None:
+    config = tmp_path / "mine.toml"
+    config.write_text(f'[transfer]\nsrc = "{SRC}"\ntgt = "{TGT}"\nseed = 7\nnum-classes = 12\n'
+                      f'src_weights = "{r18_safetensors}"\n\n[transfer.tgt_kwargs]\ndrop_rate = 0.1\n')
+    run = invoke_cli("transfer", "--config", config, "--dry-run", "--json")
+    assert run.code == 0, run
+    data = json.loads(run.stdout)
+    assert (data["seed"], data["src_weights"]) == (7, f"sha256:{sha256(r18_safetensors)}")
+
+
+# --- real processes ----------------------------------------------------------------------------
+
+
+def test_real_process(r18_mbv3_subprocess: Transfer) -> None:
+    """``hmt transfer ... --json`` through the console script in a fresh process (the session fixture ran it).
+
+    ``python -m hmt_cli transfer`` writes in test_determinism (ViT pair) and fails in test_errors (SIGINT, offline).
+    """
+    run, out = r18_mbv3_subprocess.run, r18_mbv3_subprocess.out
+    assert json.loads(run.stdout)["out"] == str(out)
+    assert "Traceback" not in run.stderr and "Warning:" not in run.stderr, run  # no Python warnings either
+    assert metadata(out)["tgt"] == TGT
+    assert tmp_files(out.parent) == []
+    assert_finite_forward(load_strict(TGT, out))
+
+
+def test_module_entry_point_version() -> None:
+    run = run_hmt("version", module=True, timeout=60)
+    assert (run.code, run.stdout.strip()) == (0, __version__), run
+
+
+def test_help_is_fast_and_does_not_import_torch() -> None:
+    probe = ("import sys; sys.argv = ['hmt', '--help']\n"
+             "from hmt_cli.cli import main\n"
+             "try:\n    main()\nexcept SystemExit as exc:\n    assert exc.code in (0, None), exc.code\n"
+             "heavy = sorted(m for m in ('torch', 'timm', 'safetensors', 'numpy') if m in sys.modules)\n"
+             "print('HEAVY', heavy, file=sys.stderr)\n")
+    proc = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, env=offline_env(),
+                          timeout=60)
+    assert proc.returncode == 0, proc.stderr
+    assert "transfer" in proc.stdout
+    assert "HEAVY []" in proc.stderr, proc.stderr
+    # Wall time of the real entry point; the best of three keeps a busy CI machine from failing it.
+    walls = []
+    for _ in range(3):
+        start = time.perf_counter()
+        run = run_hmt("--help", module=False, timeout=60)
+        walls.append(time.perf_counter() - start)
+        assert run.code == 0 and "transfer" in run.stdout, run
+    assert min(walls) < 1.0, walls
+
+
+def test_bare_hmt_shows_help() -> None:
+    run = run_hmt(module=False, timeout=60)
+    assert run.code == 0 and "Usage" in run.stdout, run
+
+
+# --- the other commands ------------------------------------------------------------------------
+
+
+def test_chain_json() -> None:
+    run = invoke_cli("chain", SRC, "--json")
+    assert run.code == 0, run
+    data = json.loads(run.stdout)
+    text = json.dumps(data)
+    assert "conv1" in text and "layer4" in text
+
+
+def test_models_json_limit() -> None:
+    run = invoke_cli("models", "resnet1", "--json", "--limit", 3)
+    assert run.code == 0, run
+    data = json.loads(run.stdout)
+    assert 0 < len(data["models"]) <= 3
+    assert all("resnet1" in m["name"] for m in data["models"])
+
+
+def test_models_limit_must_be_positive() -> None:
+    run = invoke_cli("models", "resnet", "--limit", 0)
+    assert run.code == 2 and "--limit" in run.stderr, run
+
+
+def test_strategies() -> None:
+    human = invoke_cli("strategies")
+    assert human.code == 0 and "paper" in human.stderr and human.stdout == "", human
+    names = [row["name"] for row in json.loads(invoke_cli("strategies", "--json").stdout)]
+    assert "paper" in names
+
+
+def test_version() -> None:
+    run = invoke_cli("version")
+    assert (run.code, run.stdout.strip()) == (0, __version__)
