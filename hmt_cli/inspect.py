@@ -20,15 +20,15 @@ def chain_report(model: str, kwargs: dict[str, Any], extractor: str = "auto") ->
     graph = extract_graph(module, model, extractor)
     chain = find_chain(graph)
     owners = account(graph, chain)
-    params = {n for n, _ in module.named_parameters()}
-    by_reason: Counter[str] = Counter()
-    for key, owner in owners.items():
-        if key in params:
-            by_reason[owner] += prod(graph.param_shapes[key])
-    total = sum(prod(graph.param_shapes[k]) for k in params)
+    params = {n: prod(p.shape) for n, p in module.named_parameters()}
+    by_owner: Counter[str] = Counter()
+    for key, numel in params.items():
+        by_owner[owners.get(key, "unaccounted")] += numel
+    total = sum(params.values())
     return {
         "model": model,
         "extractor": graph.extractor,
+        "guesses": graph.guesses,
         "seconds": round(graph.seconds, 4),
         "input_shape": list(graph.input_shape),
         "chain": [
@@ -37,22 +37,27 @@ def chain_report(model: str, kwargs: dict[str, Any], extractor: str = "auto") ->
             for i, n in enumerate(chain.layers)
         ],
         "off_chain": [{"path": o.path, "reason": o.reason, "numel": o.numel} for o in chain.off_chain],
-        "params": {"total": total, "by_owner": dict(sorted(by_reason.items())),
-                   "accounted": sum(by_reason.values()) / total if total else 1.0},
+        "off_chain_counts": dict(sorted(Counter(o.reason for o in chain.off_chain).items())),
+        "params": {"total": total, "by_owner": dict(sorted(by_owner.items())),
+                   "accounted": 1 - by_owner["unaccounted"] / total if total else 1.0},
     }
 
 
 def render_chain(data: dict[str, Any]) -> list[Any]:
     from rich.table import Table
 
-    table = Table(title=f"{data['model']}: chain of {len(data['chain'])} layers ({data['extractor']}, "
+    how = data["extractor"]
+    if data.get("guesses"):
+        how += f", {data['guesses']} data-dependent value(s) guessed"
+    table = Table(title=f"{data['model']}: chain of {len(data['chain'])} layers ({how}, "
                         f"{1000 * data['seconds']:.0f} ms)", title_justify="left")
     for column in ("#", "layer", "kind", "weight shape", "stride", "stage (/N)", "norm"):
         table.add_column(column)
     for row in data["chain"]:
         table.add_row(str(row["index"]), row["path"], row["kind"], "x".join(map(str, row["shape"])),
                       "x".join(map(str, row["stride"])) or "-", str(row["reduction"]), row["norm"] or "-")
-    off = Table(title="off-chain layers", title_justify="left")
+    counts = ", ".join(f"{k} {v}" for k, v in data["off_chain_counts"].items())
+    off = Table(title=f"off-chain layers: {counts}", title_justify="left")
     for column in ("layer", "reason", "params"):
         off.add_column(column)
     for row in data["off_chain"]:
