@@ -115,7 +115,7 @@ def _stds(model: nn.Module, paths: Sequence[str], x: torch.Tensor, state: Mappin
             if state is None:
                 model(x)
             else:
-                torch.func.functional_call(model, dict(state), (x,), strict=False)
+                torch.func.functional_call(model, dict(state), (x,), strict=False, tie_weights=False)
     finally:
         for h in hooks:
             h.remove()

@@ -117,6 +117,10 @@ class _Recorder(TorchFunctionMode):
         # Tensors are known by id(), so every tensor named or recorded is kept alive: a buffer the
         # forward replaces (convit's rel_indices) would otherwise lend its id to a new tensor.
         self.keep: list[Any] = []
+        # A weight layer's weight must be trainable: a buffer used as a conv weight is a fixed
+        # filter (timm's BlurPool / anti-aliasing), which passes data through like any other op.
+        self.param_ids = {id(p) for p in model.parameters()}
+        self._param_names = {n for n, _ in model.named_parameters(remove_duplicate=False)}
         for name, tensor in (*model.named_parameters(remove_duplicate=False), *model.named_buffers()):
             first = self.names.setdefault(id(tensor), (name,))
             self.keep.append(tensor)
@@ -182,6 +186,8 @@ class _Recorder(TorchFunctionMode):
         shape = _shape(out)
         weight_arg = _arg(args, kwargs, 1, "weight")
         weights = self.names.get(id(weight_arg), ()) if isinstance(weight_arg, torch.Tensor) else ()
+        if id(weight_arg) not in self.param_ids and not (weights and all(w in self._param_names for w in weights)):
+            weights = ()
         if weights and (name in _CONV_FUNCS or name == "linear"):
             bias_arg = _arg(args, kwargs, 2, "bias")
             biases = self.names.get(id(bias_arg), ()) if isinstance(bias_arg, torch.Tensor) else ()
