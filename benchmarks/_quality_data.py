@@ -84,18 +84,22 @@ def _decode_jpegs(buf: np.ndarray, offsets: np.ndarray, idx: np.ndarray) -> np.n
     return out
 
 
-def _per_class_pick(labels: np.ndarray, classes: Sequence[int], k: int | None, rng: np.random.Generator) -> np.ndarray:
+def _per_class_pick(
+    labels: np.ndarray, classes: Sequence[int], k: int | None, rng: np.random.Generator
+) -> np.ndarray:
     """``k`` random indices of each class (all of them when ``k`` is None), in class order."""
     picks = []
     for c in classes:
         pool = np.flatnonzero(labels == c)
-        picks.append(pool if k is None or k >= len(pool) else np.sort(rng.choice(pool, size=k, replace=False)))
+        picks.append(
+            pool if k is None or k >= len(pool) else np.sort(rng.choice(pool, size=k, replace=False))
+        )
     return np.concatenate(picks)
 
 
 def _fmnist_pool(labels: np.ndarray, train: bool) -> np.ndarray:
-    # Only the 10k test split is staged: a fixed half of each class is the few-shot pool, the rest is held out,
-    # so no evaluation image is ever a training image whatever the seed.
+    # Only the 10k test split is staged: a fixed half of each class is the few-shot pool, the rest is held
+    # out, so no evaluation image is ever a training image whatever the seed.
     rng = np.random.default_rng(_FMNIST_SPLIT_SEED)
     keep = np.zeros(len(labels), dtype=bool)
     for c in np.unique(labels):
@@ -105,7 +109,9 @@ def _fmnist_pool(labels: np.ndarray, train: bool) -> np.ndarray:
     return keep
 
 
-def _raw_split(shared: Path, spec: DataSpec, train: bool, k: int | None, seed: int) -> tuple[np.ndarray, np.ndarray]:
+def _raw_split(
+    shared: Path, spec: DataSpec, train: bool, k: int | None, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
     """uint8 (N, H, W, C) images and original labels of the requested subset."""
     rng = np.random.default_rng(seed)
     if spec.dataset == "cifar10":

@@ -120,11 +120,12 @@ def train(
     seed: int,
     eval_data: ImageSet | None = None,
     should_stop: Callable[[], bool] = lambda: False,
+    on_epoch: Callable[[int, float], None] | None = None,
 ) -> TrainResult:
     """Train ``model`` in place; evaluate on ``eval_data`` at ``recipe.eval_epochs()``.
 
     ``should_stop`` is polled after every epoch (the wall-clock budget); the result then says how many
-    epochs were done instead of raising.
+    epochs were done instead of raising. ``on_epoch(epoch, mean_train_loss)`` reports progress.
     """
     gen = torch.Generator().manual_seed(seed)  # data order + augmentation, device-independent
     torch.manual_seed(seed)  # dropout / drop-path
@@ -132,11 +133,16 @@ def train(
     if rt.channels_last:
         model.to(memory_format=torch.channels_last)
     opt = torch.optim.SGD(
-        _param_groups(model, recipe.weight_decay), lr=recipe.lr, momentum=recipe.momentum, nesterov=recipe.nesterov
+        _param_groups(model, recipe.weight_decay),
+        lr=recipe.lr,
+        momentum=recipe.momentum,
+        nesterov=recipe.nesterov,
     )
     steps_per_epoch = len(_batches(len(data), recipe.batch_size, torch.Generator().manual_seed(0)))
     total = steps_per_epoch * recipe.epochs
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, _cosine(total, round(recipe.warmup_epochs * steps_per_epoch)))
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, _cosine(total, round(recipe.warmup_epochs * steps_per_epoch))
+    )
     eval_at = recipe.eval_epochs() if eval_data is not None else set()
     curve: list[tuple[int, float]] = []
     train_s = eval_s = 0.0
@@ -158,6 +164,8 @@ def train(
         loss_value = running.item() / steps_per_epoch  # one sync per epoch, not per step
         _sync(rt.device)
         train_s += time.perf_counter() - t0
+        if on_epoch is not None:
+            on_epoch(epoch, loss_value)
         if epoch in eval_at:
             t0 = time.perf_counter()
             curve.append((epoch, accuracy(model, eval_data, rt)))  # type: ignore[arg-type]

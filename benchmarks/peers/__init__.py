@@ -1,1 +1,1 @@
-"""Peer methods the quality benchmark compares hmt against (optional ``peers`` extra, never an hmt dependency)."""
+"""Peers the quality benchmark compares hmt with (optional ``peers`` extra, never an hmt dependency)."""

@@ -1,0 +1,136 @@
+"""The quality benchmark's smoke profile: runs end to end on CPU, offline, in under a minute.
+
+It checks the *structure* of what the benchmark writes (numbers from a handful of images mean nothing):
+the runs list and its keys, accuracies as fractions, the markdown tables, the inits every profile must
+have. It needs the staged data in ../shared (or $HMT_SHARED) and pyyaml (the `bench` extra).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("HMT_SHARED") or REPO.parent / "shared")
+RUN_KEYS = {
+    "arm",
+    "dataset",
+    "target",
+    "init",
+    "seed",
+    "acc_final",
+    "acc_early",
+    "frac_params_written",
+    "curve",
+    "train_s",
+    "epochs",
+    "n_train",
+    "n_eval",
+}
+
+pytest.importorskip("yaml", reason="the quality benchmark reads configs/bench/*.yaml (pip install pyyaml)")
+pytestmark = pytest.mark.skipif(
+    not (SHARED / "data" / "cifar10_jpeg.npz").exists() or not (SHARED / "weights").is_dir(),
+    reason=f"the benchmark's data and weights are not staged in {SHARED}",
+)
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    out = tmp_path_factory.mktemp("quality-smoke")
+    env = {k: v for k, v in os.environ.items() if k != "HMT_DEBUG"} | {
+        "HF_HUB_OFFLINE": "1",
+        "HMT_SHARED": str(SHARED),
+    }
+    # The budget is a safety net for loaded CI machines; on an idle 2-core box the run takes ~30 s.
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "benchmarks/quality.py",
+            "--profile",
+            "smoke",
+            "--out",
+            str(out),
+            "--budget-min",
+            "5",
+        ],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return out, proc
+
+
+def _results(out: Path) -> dict:
+    return json.loads((out / "results.json").read_text())
+
+
+def test_writes_results_files(smoke: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    out, _ = smoke
+    assert (out / "results.json").is_file() and (out / "results.md").is_file()
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        return
+    assert (out / "curves.png").stat().st_size > 0
+
+
+def test_results_json_structure(smoke: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    data = _results(smoke[0])
+    assert data["profile"] == "smoke"
+    assert data["status"] == "complete", data["skipped"]
+    assert {"torch", "timm", "hmt", "device", "cpu_count"} <= set(data["environment"])
+    assert set(data["config"]["arms"]) == {"arm1", "arm2"}
+    assert all(arm["drops"] for arm in data["config"]["arms"].values())
+    runs = data["runs"]
+    assert runs
+    for run in runs:
+        assert set(run) >= RUN_KEYS, sorted(RUN_KEYS - set(run))
+        assert 0.0 <= run["acc_final"] <= 1.0
+        assert run["acc_early"] is None or 0.0 <= run["acc_early"] <= 1.0
+        assert run["frac_params_written"] is None or 0.0 <= run["frac_params_written"] <= 1.0
+        assert all(0.0 <= acc <= 1.0 for _, acc in run["curve"])
+
+
+def test_every_arm_has_scratch_and_paper(smoke: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    runs = _results(smoke[0])["runs"]
+    for arm in ("arm1", "arm2"):
+        inits = {r["init"] for r in runs if r["arm"] == arm}
+        assert {"scratch", "paper"} <= inits, (arm, inits)
+    scratch = [r for r in runs if r["init"] == "scratch"]
+    assert all(r["frac_params_written"] == 0.0 for r in scratch)
+    paper = [r for r in runs if r["init"] == "paper"]
+    assert all(r["frac_params_written"] > 0.0 for r in paper)
+    # arm 1 pre-trains the target itself on the source's task: the ceiling a transfer is measured against
+    assert any(r["init"] == "upper" for r in runs if r["arm"] == "arm1")
+
+
+def test_dpiat_runs_or_is_skipped_with_a_reason(smoke: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    data = _results(smoke[0])
+    ran = any(r["init"] == "dpiat" for r in data["runs"])
+    skipped = [s for s in data["skipped"] if s["init"] == "dpiat"]
+    assert ran or (skipped and all(s["reason"] for s in skipped))
+
+
+def test_results_md_tables(smoke: tuple[Path, subprocess.CompletedProcess[str]]) -> None:
+    md = (smoke[0] / "results.md").read_text()
+    assert "## arm1" in md and "## arm2" in md
+    assert "| target | init | seeds | final acc % |" in md
+    assert "gain vs scratch" in md and "recovery" in md and "params written" in md
+    assert "Profile drops:" in md
+
+
+def test_source_checkpoint_is_cached_and_ignored_by_git(
+    smoke: tuple[Path, subprocess.CompletedProcess[str]],
+) -> None:
+    cache = smoke[0] / "cache"
+    assert list(cache.glob("pretrain-resnet18-*.safetensors"))
+    assert (cache / ".gitignore").read_text().strip() == "*"
