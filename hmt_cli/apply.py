@@ -16,7 +16,7 @@ from .io import WeightSource
 from .plan import TransferPlan
 from .reshape import apply_rule
 
-__all__ = ["apply_plan", "check_finite"]
+__all__ = ["apply_plan", "check_finite", "single_thread"]
 
 
 def _all_finite(tensor: torch.Tensor) -> bool:
@@ -41,7 +41,7 @@ def check_finite(name: str, tensor: torch.Tensor, where: str) -> None:
 
 
 @contextlib.contextmanager
-def _single_thread() -> Iterator[None]:
+def single_thread() -> Iterator[None]:
     """Run the ops on one intra-op thread, restoring the caller's setting afterwards.
 
     Apply is gathers, copies, small interpolations and min/max scans: memory-bound ops where a
@@ -73,7 +73,7 @@ def apply_plan(
     progress: Callable[[int], None] | None = None,
 ) -> int:
     """Write every op of ``plan`` into ``target`` in place; returns the number of elements written."""
-    with _single_thread():
+    with single_thread():
         return _apply(plan, source, target, device, progress)
 
 

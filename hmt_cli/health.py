@@ -126,6 +126,15 @@ def check(
     model: nn.Module, state: Mapping[str, torch.Tensor], paths: Sequence[str], input_shape: Sequence[int], seed: int
 ) -> list[LayerSignal]:
     """Compare each chain layer's output std, transferred vs init, on a fixed noise batch."""
+    from .apply import single_thread
+
+    with single_thread():  # small batches: a second thread waits more than it works on shared cores
+        return _check(model, state, paths, input_shape, seed)
+
+
+def _check(
+    model: nn.Module, state: Mapping[str, torch.Tensor], paths: Sequence[str], input_shape: Sequence[int], seed: int
+) -> list[LayerSignal]:
     model.eval()
     gen = torch.Generator().manual_seed(seed)
     # The model holds its float32 init; compare in float32 (a copy only for half-precision output).

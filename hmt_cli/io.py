@@ -95,8 +95,13 @@ class SafetensorsSource:
         return tuple(self._file.get_slice(self._raw[key]).get_shape())
 
     def get(self, key: str) -> torch.Tensor:
+        from safetensors import safe_open
+
         try:
-            return self._file.get_tensor(self._raw[key])
+            # A handle per tensor: each tensor owns its mapping, released with it. One long-lived
+            # handle kept every touched page of the source resident (+1.7 GB for vit_huge).
+            with safe_open(str(self.path), framework="pt", device="cpu") as fh:
+                return fh.get_tensor(self._raw[key])
         except Exception as exc:
             raise WeightsUnavailable(f"{self.path}: cannot read tensor {key!r}: {_first_line(exc)}") from None
 

@@ -218,12 +218,17 @@ def transfer(opts: TransferOptions, progress: Callable[[str, int, int], None] | 
     torch.manual_seed(opts.seed)  # the target's own init for every tensor the plan does not write
     model = build_model(tgt_spec, device="cpu", num_classes=opts.num_classes)
     state = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in model.state_dict().items()}
-    init = {op.tgt_key: state[op.tgt_key] for op in plan.ops}  # references: apply replaces, never mutates
+    policy = opts.signal_check or strategy.signal_policy
+    # The init values are needed only to rescale to them or to fall back to them; otherwise let
+    # each init tensor go as apply replaces it (peak memory: one target, not two).
+    needs_init = policy == "fallback" or any(op.scale != "none" for op in plan.ops)
+    init = {op.tgt_key: state[op.tgt_key] for op in plan.ops} if needs_init else {}
+    if policy == "off":
+        model = None
     report_progress = (lambda step: progress("transfer", step, len(plan.ops))) if progress else None
     apply_plan(plan, source, state, device, report_progress)
-    reverted = rescale(plan, init, state)
-    policy = opts.signal_check or strategy.signal_policy
-    signals, fallback = _signal(policy, model, state, init, plan, tgt, opts.seed)
+    reverted = rescale(plan, init, state) if needs_init else []
+    signals, fallback = _signal(policy, model, state, init, plan, tgt, opts.seed) if model is not None else ([], [])
     del model
     if reverted:
         warnings.append(f"{len(reverted)} tensors kept their init (zero-variance init or result)")

@@ -19,9 +19,14 @@ def cyclic_stack(src: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     contiguous tensor, as safetensors requires. Trailing axes must already match.
     """
     out = src
+    gathered = False
     for axis in range(min(2, src.dim())):
-        if out.shape[axis] != shape[axis]:
+        if out.shape[axis] > shape[axis]:  # narrowing keeps the first channels: a free view
+            out = out.narrow(axis, 0, shape[axis])
+        elif out.shape[axis] < shape[axis]:
             out = out.index_select(axis, cyclic_index(shape[axis], out.shape[axis], out.device))
+            gathered = True
     if tuple(out.shape) != tuple(shape):
         raise ValueError(f"cyclic_stack: {tuple(src.shape)} cannot become {tuple(shape)}")
-    return out.contiguous() if out is not src else out.clone()
+    # A view (narrowed or untouched) must not share the source's storage: copy it once.
+    return out.contiguous() if gathered else out.clone(memory_format=torch.contiguous_format)
