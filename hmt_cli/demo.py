@@ -33,8 +33,8 @@ class DemoConfig:
     tgt: str = "test_efficientnet"
     strategy: str = "stage"
     size: int = 32
-    src_epochs: int = 6
-    tgt_epochs: int = 12
+    src_epochs: int = 15
+    tgt_epochs: int = 30
     shots: int = 10  # training images per target class
     seed: int = 0
 
