@@ -143,6 +143,19 @@ def _accounting(tgt: Analysis, plan: TransferPlan, kept: set[str]) -> tuple[list
     return rows, coverage
 
 
+def _written(tgt: Analysis, plan: TransferPlan, kept: set[str]) -> dict:
+    """The report's counts of what the transfer wrote, given the keys that ended at init anyway."""
+    ops = [op for op in plan.ops if op.tgt_key not in kept]
+    rows, coverage = _accounting(tgt, plan, kept)
+    return {
+        "params_written": sum(prod(op.tgt_shape) for op in ops if op.tgt_key in tgt.param_keys),
+        "tensors_written": len(ops),
+        "layers_transferred": len({op.tgt_layer for op in ops}),
+        "tensors": tuple(rows),
+        "coverage": coverage,
+    }
+
+
 def _metadata(opts: TransferOptions, identity: str, plan: TransferPlan, dtype: str) -> dict[str, str]:
     info = {
         "hmt_version": __version__,
@@ -194,21 +207,17 @@ def transfer(opts: TransferOptions, progress: Callable[[str, int, int], None] | 
     plan = make_plan(strategy, src.graph, src.chain, tgt.graph, tgt.chain)
 
     param_total = sum(prod(tgt.graph.param_shapes[k]) for k in tgt.param_keys)
-    param_written = sum(prod(op.tgt_shape) for op in plan.ops if op.tgt_key in tgt.param_keys)
     tensors_total = sum(1 for k in tgt.graph.param_shapes if not k.endswith("num_batches_tracked"))
-    tensor_rows, coverage = _accounting(tgt, plan, set())
     common = dict(
-        tensors=tuple(tensor_rows), coverage=coverage,
         src=opts.src, tgt=opts.tgt, strategy=strategy.name, seed=opts.seed, device=str(device),
         src_extractor=src.graph.extractor, tgt_extractor=tgt.graph.extractor,
-        src_chain_len=len(src.chain), tgt_chain_len=len(tgt.chain),
-        layers_transferred=len({op.tgt_layer for op in plan.ops}),
-        params_written=param_written, params_total=param_total, tensors_written=len(plan.ops),
+        src_chain_len=len(src.chain), tgt_chain_len=len(tgt.chain), params_total=param_total,
         tensors_total=tensors_total, rows=_rows(plan), skipped=plan.skipped,
     )
     if opts.dry_run:
         identity = source.identity if source else "not read (dry run)"
-        return TransferReport(**common, dtype=opts.dtype or "source", src_weights=identity, dry_run=True,
+        return TransferReport(**common, **_written(tgt, plan, set()), dtype=opts.dtype or "source",
+                              src_weights=identity, dry_run=True,
                               seconds=time.perf_counter() - start, warnings=tuple(warnings))
 
     if source is None:
@@ -236,16 +245,11 @@ def transfer(opts: TransferOptions, progress: Callable[[str, int, int], None] | 
         warnings.append(f"signal check: {len(fallback)} layers fell back to the target's init: "
                         + ", ".join(fallback[:5]) + (" ..." if len(fallback) > 5 else ""))
     kept = set(reverted) | {op.tgt_key for op in plan.ops if op.tgt_layer in fallback}
-    written_ops = [op for op in plan.ops if op.tgt_key not in kept]
-    common["params_written"] = sum(prod(op.tgt_shape) for op in written_ops if op.tgt_key in tgt.param_keys)
-    common["tensors_written"] = len(written_ops)
-    common["layers_transferred"] = len({op.tgt_layer for op in written_ops})
-    tensor_rows, common["coverage"] = _accounting(tgt, plan, kept)
-    common["tensors"] = tuple(tensor_rows)
     identity = source.identity
     assert opts.out is not None
     write_safetensors(state, opts.out, _metadata(opts, identity, plan, str(dtype).removeprefix("torch.")))
-    return TransferReport(**common, dtype=str(dtype).removeprefix("torch."), src_weights=identity,
+    return TransferReport(**common, **_written(tgt, plan, kept), dtype=str(dtype).removeprefix("torch."),
+                          src_weights=identity,
                           out=str(opts.out), seconds=time.perf_counter() - start, warnings=tuple(warnings),
                           signal=tuple(signals), fallback=tuple(fallback))
 
