@@ -10,7 +10,9 @@ import contextlib
 import gc
 import json
 import os
+import signal
 import sys
+import threading
 import traceback
 from collections.abc import Iterator
 from pathlib import Path
@@ -53,26 +55,59 @@ def _fail(out: Output, line: str, code: int) -> None:
 
 
 @contextlib.contextmanager
+def _interrupt_recorder() -> Iterator[threading.Event]:
+    """Remember that Ctrl-C arrived, whatever exception it ends up surfacing as.
+
+    A KeyboardInterrupt raised while native code (safetensors, torch) calls back into Python can be
+    swallowed there and resurface as that library's own error (CI saw a safetensors read fail with
+    "could not determine the shape of object type 'UntypedStorage'"). The flag lets such a failure be
+    reported as what it is: an interruption, exit 130.
+    """
+    seen = threading.Event()
+    if threading.current_thread() is not threading.main_thread():
+        yield seen  # signal handlers can only be installed from the main thread
+        return
+
+    def on_sigint(signum: int, frame: Any) -> None:
+        seen.set()
+        signal.default_int_handler(signum, frame)
+
+    previous = signal.signal(signal.SIGINT, on_sigint)
+    try:
+        yield seen
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+@contextlib.contextmanager
 def _errors(out: Output) -> Iterator[None]:
     """HmtError -> one line + its exit code; Ctrl-C -> 130; anything else -> 1 (bug).
 
     With HMT_DEBUG set the traceback comes first, but the line and the exit code stay the same, so
     turning debugging on never changes what a pipeline sees as the outcome.
     """
-    try:
-        yield
-    except typer.Exit:
-        raise
-    except HmtError as exc:
+    interrupted = Interrupted("interrupted; nothing was written")
+    with _interrupt_recorder() as sigint:
+        try:
+            yield
+        except typer.Exit:
+            raise
+        except KeyboardInterrupt:
+            _fail(out, interrupted.one_line(), Interrupted.exit_code)
+        except Exception as exc:
+            if sigint.is_set():  # Ctrl-C surfaced as some library's error: report the cause
+                _fail(out, interrupted.one_line(), Interrupted.exit_code)
+            _report(out, exc)
+        finally:
+            out.close()
+
+
+def _report(out: Output, exc: Exception) -> None:
+    if isinstance(exc, HmtError):
         _fail(out, exc.one_line(), exc.exit_code)
-    except KeyboardInterrupt:
-        _fail(out, Interrupted("interrupted; nothing was written").one_line(), Interrupted.exit_code)
-    except Exception as exc:
-        message = " ".join(str(exc).split())[:300]
-        _fail(out, f"hmt: internal error: {type(exc).__name__}: {message} (rerun with {DEBUG_ENV}=1 for the "
-              "traceback and report it)", 1)
-    finally:
-        out.close()
+    message = " ".join(str(exc).split())[:300]
+    _fail(out, f"hmt: internal error: {type(exc).__name__}: {message} (rerun with {DEBUG_ENV}=1 for the "
+          "traceback and report it)", 1)
 
 
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print the result as one JSON document on stdout.")]

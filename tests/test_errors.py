@@ -363,6 +363,22 @@ def test_ctrl_c_before_writing(fails: Callable[..., str], monkeypatch: pytest.Mo
     fails(tiny_args(tiny_safetensors, out_dir / "x.safetensors"), 130, "interrupted")
 
 
+def test_ctrl_c_swallowed_by_a_library_is_still_an_interrupt(fails: Callable[..., str],
+                                                              monkeypatch: pytest.MonkeyPatch,
+                                                              tiny_safetensors: Path, out_dir: Path) -> None:
+    """A real SIGINT that native code turns into its own error (as safetensors did in CI) is exit 130."""
+    import hmt_cli.apply
+
+    def swallowed(*args: Any, **kwargs: Any) -> None:
+        try:
+            signal.raise_signal(signal.SIGINT)
+        except KeyboardInterrupt:
+            raise RuntimeError("could not determine the shape of object type 'torch.storage.UntypedStorage'") from None
+
+    monkeypatch.setattr(hmt_cli.apply, "apply_plan", swallowed)
+    fails(tiny_args(tiny_safetensors, out_dir / "x.safetensors"), 130, "interrupted", "nothing was written")
+
+
 def _maps(pid: int) -> str:
     try:
         return Path(f"/proc/{pid}/maps").read_text()

@@ -11,11 +11,11 @@ from pathlib import Path
 import matplotlib
 
 matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.pyplot as plt
 
-from hmt_cli.match import get_strategy  # noqa: E402
-from hmt_cli.pipeline import analyze  # noqa: E402
-from hmt_cli.plan import make_plan  # noqa: E402
+from hmt_cli.match import get_strategy
+from hmt_cli.pipeline import analyze
+from hmt_cli.plan import make_plan
 
 KIND_MARK = {"conv": "s", "depthwise": "D", "grouped": "h", "linear": "o"}
 
