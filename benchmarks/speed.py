@@ -80,6 +80,7 @@ class PairResult:
     hmt: list[Sample] = field(default_factory=list)
     floor: list[Sample] = field(default_factory=list)
     imports: list[Sample] = field(default_factory=list)
+    hmt_cold: list[Sample] = field(default_factory=list)  # analysis cache off: what a first run of a pair costs
     cuda: dict[str, Any] | None = None
     loadavg: list[float] = field(default_factory=list)  # 1-min load before and after each round: the noise
 
@@ -87,11 +88,12 @@ class PairResult:
 # -- running and measuring one child process -------------------------------------------------
 
 
-def measure(cmd: list[str], cwd: Path, log: Path) -> Sample:
+def measure(cmd: list[str], cwd: Path, log: Path, env: dict[str, str] | None = None) -> Sample:
     """Run ``cmd`` to completion; its wall time and its own peak RSS (wait4, not RUSAGE_CHILDREN's max)."""
     with open(log, "wb") as err:
         start = time.perf_counter()
-        proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=err)
+        proc = subprocess.Popen(cmd, cwd=cwd, stdout=subprocess.DEVNULL, stderr=err,
+                                env={**os.environ, **(env or {})})
         _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - start
     proc.returncode = os.waitstatus_to_exitcode(status)  # reaped here; keep Popen from waiting again
@@ -112,13 +114,22 @@ IMPORTS_GC_TUNED = "import gc; gc.disable(); import torch, timm; gc.freeze(); gc
 
 
 def commands(pair: Pair, weights: Path, scratch: Path, gc_tuned: bool = False) -> dict[str, list[str]]:
-    """The three processes of a round; ``gc_tuned``: the floor and the baseline skip GC work (see floor.py)."""
+    """The processes of a round; ``gc_tuned``: the floor and the baseline skip GC work (see floor.py).
+
+    ``hmt`` runs with its analysis cache in the scratch folder (filled by the warm-up run, as the page
+    cache is for every command): the steady state of a pipeline. ``hmt_cold`` runs with the cache off:
+    the first transfer of a pair.
+    """
     hmt = [*hmt_command(), "transfer", "--src", pair.src, "--src-weights", str(weights), "--tgt", pair.tgt,
            "--out", str(scratch / "hmt.safetensors"), "--device", pair.device, "--quiet", "--force"]
     floor = [sys.executable, str(FLOOR), "--src-weights", str(weights), "--tgt", pair.tgt,
              "--out", str(scratch / "floor.safetensors"), *(["--gc-tuned"] if gc_tuned else [])]
     imports = [sys.executable, "-c", IMPORTS_GC_TUNED if gc_tuned else IMPORTS]
-    return {"imports": imports, "floor": floor, "hmt": hmt}
+    return {"imports": imports, "floor": floor, "hmt": hmt, "hmt_cold": hmt}
+
+
+def command_env(name: str, scratch: Path) -> dict[str, str]:
+    return {"HMT_CACHE_DIR": "off" if name == "hmt_cold" else str(scratch / "hmt-cache")}
 
 
 def time_pair(pair: Pair, weights: Path, scratch: Path, runs: int, gc_tuned: bool = False) -> PairResult:
@@ -126,14 +137,15 @@ def time_pair(pair: Pair, weights: Path, scratch: Path, runs: int, gc_tuned: boo
     cmds = commands(pair, weights, scratch, gc_tuned)
     result = PairResult(pair, runs=runs, loadavg=[round(os.getloadavg()[0], 2)])
     log = scratch / "stderr.log"
-    for cmd in cmds.values():
-        measure(cmd, scratch, log)  # warm the page cache and the output file for every command alike
+    for name, cmd in cmds.items():  # warm the page cache and the output file for every command alike
+        measure(cmd, scratch, log, command_env(name, scratch))
     for i in range(runs):
-        order = list(cmds)[i % 3:] + list(cmds)[: i % 3]  # rotate, so no command always runs first
+        k = i % len(cmds)
+        order = list(cmds)[k:] + list(cmds)[:k]  # rotate, so no command always runs first
         for name in order:
-            sample = measure(cmds[name], scratch, log)
+            sample = measure(cmds[name], scratch, log, command_env(name, scratch))
             getattr(result, name).append(sample)
-            print(f"  {pair.key} run {i + 1}/{runs} {name:7s} {sample.wall_s:7.2f} s wall {sample.cpu_s:7.2f} s cpu "
+            print(f"  {pair.key} run {i + 1}/{runs} {name:8s} {sample.wall_s:7.2f} s wall {sample.cpu_s:7.2f} s cpu "
                   f"{sample.max_rss_mb:8.0f} MB", file=sys.stderr)
         result.loadavg.append(round(os.getloadavg()[0], 2))
     return result
@@ -267,6 +279,9 @@ def timm_state(name: str) -> dict[str, Any]:
 # -- summary, files, table --------------------------------------------------------------------
 
 
+KINDS = ("hmt", "hmt_cold", "floor", "imports")
+
+
 def _median(samples: list[Sample], attr: str) -> float:
     return statistics.median(getattr(s, attr) for s in samples)
 
@@ -276,13 +291,14 @@ def summarize(res: PairResult) -> dict[str, Any]:
                            "device": res.pair.device, "status": res.status, "reason": res.reason, "runs": res.runs,
                            "loadavg": res.loadavg}
     if res.status == "ok":
-        wall = {n: _median(getattr(res, n), "wall_s") for n in ("hmt", "floor", "imports")}
-        rss = {n: _median(getattr(res, n), "max_rss_mb") for n in ("hmt", "floor", "imports")}
-        cpu = {n: _median(getattr(res, n), "cpu_s") for n in ("hmt", "floor", "imports")}
-        best = {n: min(s.wall_s for s in getattr(res, n)) for n in ("hmt", "floor", "imports")}
+        wall = {n: _median(getattr(res, n), "wall_s") for n in KINDS}
+        rss = {n: _median(getattr(res, n), "max_rss_mb") for n in KINDS}
+        cpu = {n: _median(getattr(res, n), "cpu_s") for n in KINDS}
+        best = {n: min(s.wall_s for s in getattr(res, n)) for n in KINDS}
         row.update(
             hmt_wall_s=wall["hmt"], floor_wall_s=wall["floor"], imports_wall_s=wall["imports"],
             wall_ratio=wall["hmt"] / wall["floor"],
+            hmt_cold_wall_s=wall["hmt_cold"], cold_wall_ratio=wall["hmt_cold"] / wall["floor"],
             hmt_beyond_imports_s=wall["hmt"] - wall["imports"],
             floor_beyond_imports_s=wall["floor"] - wall["imports"],
             hmt_rss_mb=rss["hmt"], floor_rss_mb=rss["floor"], imports_rss_mb=rss["imports"],
@@ -290,7 +306,7 @@ def summarize(res: PairResult) -> dict[str, Any]:
             hmt_cpu_s=cpu["hmt"], floor_cpu_s=cpu["floor"], imports_cpu_s=cpu["imports"],
             cpu_ratio=cpu["hmt"] / cpu["floor"],
             best_wall_s=best, best_wall_ratio=best["hmt"] / best["floor"],  # the least disturbed runs
-            samples={n: [asdict(s) for s in getattr(res, n)] for n in ("hmt", "floor", "imports")},
+            samples={n: [asdict(s) for s in getattr(res, n)] for n in KINDS},
         )
         row["targets"] = targets(res.pair, row)
     if res.cuda is not None:
@@ -333,8 +349,8 @@ def _verdict(row: dict[str, Any]) -> str:
     return "; ".join(marks) or "-"
 
 
-COLUMNS = ("pair", "hmt s", "floor s", "imports s", "hmt/floor", "hmt-imp s", "floor-imp s", "CPU ratio",
-           "hmt MB", "floor MB", "RSS ratio", "targets")
+COLUMNS = ("pair", "hmt s", "floor s", "imports s", "hmt/floor", "cold s", "cold/floor", "hmt-imp s", "floor-imp s",
+           "CPU ratio", "hmt MB", "floor MB", "RSS ratio", "targets")
 
 
 def table_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
@@ -344,6 +360,7 @@ def table_rows(rows: list[dict[str, Any]]) -> list[list[str]]:
             out.append([r["pair"], *(["-"] * (len(COLUMNS) - 2)), f"{r['status']}: {r['reason']}"])
             continue
         cells = [("hmt_wall_s", ".2f"), ("floor_wall_s", ".2f"), ("imports_wall_s", ".2f"), ("wall_ratio", ".3f"),
+                 ("hmt_cold_wall_s", ".2f"), ("cold_wall_ratio", ".3f"),
                  ("hmt_beyond_imports_s", ".2f"), ("floor_beyond_imports_s", ".2f"), ("cpu_ratio", ".3f"),
                  ("hmt_rss_mb", ".0f"), ("floor_rss_mb", ".0f"), ("rss_ratio", ".2f")]
         label = f"{r['src']} -> {r['tgt']} ({r['device']}, {r['runs']} runs)"
@@ -359,7 +376,9 @@ def markdown(doc: dict[str, Any]) -> str:
         "Machine: " + ", ".join(f"{k} {v}" for k, v in doc["machine"].items()) + "  ",
         f"Load average before/after: {doc['loadavg_before']} / {doc['loadavg_after']}  ",
         f"Floor: {doc['floor_mode']}; import baseline: `python -c \"{doc['imports_baseline']}\"`", "",
-        "Medians over the runs; `-imp` = wall minus the import-only baseline measured in the same rounds; CPU ratio = "
+        "Medians over the runs; `hmt` = steady state (analysis cache filled by the warm-up run), `cold` = "
+        "`HMT_CACHE_DIR=off`, a pair's first transfer; the targets are judged on `hmt/floor`; "
+        "`-imp` = wall minus the import-only baseline measured in the same rounds; CPU ratio = "
         "user+system seconds, hmt / floor (steadier than wall when the machine is shared); MB = peak RSS of the "
         "process (`wait4` ru_maxrss).", "",
         "| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS),

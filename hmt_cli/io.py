@@ -69,6 +69,10 @@ class _BackgroundHash:
         return f"sha256:{self._result}"
 
 
+# Up to this size the file stays mapped through one handle: its resident pages cost at most this much.
+SHARED_HANDLE_MAX_BYTES = 512 * 2**20
+
+
 class SafetensorsSource:
     def __init__(self, path: Path) -> None:
         from safetensors import safe_open
@@ -83,6 +87,7 @@ class SafetensorsSource:
         self._raw = clean_state_dict({k: k for k in raw_keys})
         self._hash = _BackgroundHash(path)
         self.path = path
+        self._small = path.stat().st_size <= SHARED_HANDLE_MAX_BYTES
 
     @property
     def identity(self) -> str:
@@ -98,6 +103,8 @@ class SafetensorsSource:
         from safetensors import safe_open
 
         try:
+            if self._small:  # one handle: reopening re-parses the header (~0.3 ms a tensor)
+                return self._file.get_tensor(self._raw[key])
             # A handle per tensor: each tensor owns its mapping, released with it. One long-lived
             # handle kept every touched page of the source resident (+1.7 GB for vit_huge).
             with safe_open(str(self.path), framework="pt", device="cpu") as fh:

@@ -7,6 +7,7 @@ models are built; everything downstream sees a module and a spec.
 
 from __future__ import annotations
 
+import contextlib
 import difflib
 import importlib
 import re
@@ -113,6 +114,34 @@ def _load_factory(spec: str) -> Callable[..., Any]:
     return obj
 
 
+# In-place initializers and the arithmetic timm's init helpers chain after them (trunc_normal_:
+# uniform_, erfinv_, mul_, add_, clamp_). None of them changes a shape or a dtype.
+_INIT_METHODS = frozenset({
+    "normal_", "uniform_", "zero_", "fill_", "erfinv_", "mul_", "add_", "sub_", "div_", "clamp_", "copy_",
+    "exponential_", "log_normal_", "bernoulli_", "random_", "cauchy_", "geometric_", "fill_diagonal_",
+})
+
+
+def _skip_meta_init() -> Any:
+    """A torch function mode under which in-place init on meta tensors is a no-op.
+
+    Meta tensors hold no values, yet every ``normal_`` on one still runs torch's Python reference
+    decomposition: ~0.3 s of a mobilenetv3 build spent initializing nothing. Only meta tensors are
+    skipped, so a factory that computes something real on the CPU while building is unaffected.
+    """
+    import torch
+    from torch.overrides import TorchFunctionMode
+
+    class SkipMetaInit(TorchFunctionMode):
+        def __torch_function__(self, func: Any, types: Any, args: tuple = (), kwargs: dict | None = None) -> Any:
+            name = getattr(func, "__name__", "")
+            if name in _INIT_METHODS and args and isinstance(args[0], torch.Tensor) and args[0].is_meta:
+                return args[0]
+            return func(*args, **(kwargs or {}))
+
+    return SkipMetaInit()
+
+
 def build_model(
     spec: ModelSpec,
     device: str | torch.device = "meta",
@@ -126,8 +155,9 @@ def build_model(
     kwargs = dict(spec.kwargs)
     if num_classes is not None:
         kwargs["num_classes"] = num_classes
+    skip_init = _skip_meta_init() if torch.device(device).type == "meta" else contextlib.nullcontext()
     try:
-        with torch.device(device):
+        with torch.device(device), skip_init:
             if spec.is_timm:
                 import timm
 

@@ -44,14 +44,24 @@ class Analysis:
 
 def analyze(name: str, kwargs: dict | None = None, num_classes: int | None = None) -> Analysis:
     """Name -> meta-device model -> graph -> chain (what ``hmt chain`` shows)."""
+    from .cache import cache_key, cached
     from .chain import find_chain
     from .graph import extract_graph
     from .models import build_model, resolve_model
 
     spec = resolve_model(name, kwargs)
-    model = build_model(spec, device="meta", num_classes=num_classes)
-    graph = extract_graph(model, name)
-    return Analysis(graph, find_chain(graph), frozenset(n for n, _ in model.named_parameters()))
+
+    def compute() -> tuple[LayerGraph, Chain, frozenset[str]]:
+        model = build_model(spec, device="meta", num_classes=num_classes)
+        graph = extract_graph(model, name)
+        return graph, find_chain(graph), frozenset(n for n, _ in model.named_parameters())
+
+    # Registry names only: a factory's code or a hub config can change behind the same name.
+    plain = spec.is_timm and ":" not in spec.name
+    key = cache_key(kind="analysis", model=spec.name, kwargs=dict(spec.kwargs), num_classes=num_classes) \
+        if plain else None
+    graph, chain, params = cached(key, compute)
+    return Analysis(graph, chain, params)
 
 
 def _device(name: str) -> torch.device:

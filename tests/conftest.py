@@ -146,6 +146,14 @@ def r18_transfer_args(weights: Path, out: Path, *extra: Any) -> list[Any]:
 # --- fixtures ----------------------------------------------------------------------------------
 
 
+@pytest.fixture(scope="session", autouse=True)
+def analysis_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """hmt's analysis cache in a per-session folder (subprocesses inherit it), never the user's ~/.cache."""
+    folder = tmp_path_factory.mktemp("hmt-cache")
+    os.environ["HMT_CACHE_DIR"] = str(folder)
+    return folder
+
+
 @pytest.fixture(scope="session")
 def weights_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp_path_factory.mktemp("weights")

@@ -15,7 +15,8 @@ def cyclic_index(target: int, source: int, device: torch.device | None = None) -
 def cyclic_stack(src: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     """Stack the first two axes cyclically (just the first for 1-D tensors) to ``shape``.
 
-    One ``index_select`` per axis (gathers, no Python loop over channels); the result is a fresh,
+    Widening tiles the axis with ``repeat`` and cuts it to length (block copies, no Python loop over
+    channels; 3-4x faster than an ``index_select`` gather on the input axis). The result is a fresh,
     contiguous tensor, as safetensors requires. Trailing axes must already match.
     """
     out = src
@@ -24,7 +25,9 @@ def cyclic_stack(src: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
         if out.shape[axis] > shape[axis]:  # narrowing keeps the first channels: a free view
             out = out.narrow(axis, 0, shape[axis])
         elif out.shape[axis] < shape[axis]:
-            out = out.index_select(axis, cyclic_index(shape[axis], out.shape[axis], out.device))
+            reps = [1] * out.dim()
+            reps[axis] = -(-shape[axis] // out.shape[axis])  # ceil: whole tiles, then cut to length
+            out = out.repeat(*reps).narrow(axis, 0, shape[axis])
             gathered = True
     if tuple(out.shape) != tuple(shape):
         raise ValueError(f"cyclic_stack: {tuple(src.shape)} cannot become {tuple(shape)}")
