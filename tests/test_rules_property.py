@@ -19,7 +19,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hmt_cli.reshape import CHECKS, RULES, RuleError, apply_rule, check_rule
+from hmt_cli.reshape import BASED_RULES, CHECKS, RULES, RuleError, apply_rule, check_rule
 
 RULE_NAMES = sorted(RULES)
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
@@ -90,6 +90,12 @@ def _tensor(shape: Shape, dtype: torch.dtype, seed: int, scale: float = 1.0) -> 
     return (torch.randn(shape, generator=gen) * scale).to(dtype)
 
 
+def _run(name: str, src: torch.Tensor, shape: Shape, **params: int) -> torch.Tensor:
+    """``apply_rule``, with a random target init as ``base`` for the rules that write into one."""
+    base = _tensor(shape, src.dtype, 7) if name in BASED_RULES else None
+    return apply_rule(name, src, shape, base, **params)
+
+
 def test_every_rule_has_a_shape_check() -> None:
     assert set(RULES) == set(CHECKS)
 
@@ -106,7 +112,7 @@ def test_accepted_shapes_give_the_target_exactly(name: str, dtype: torch.dtype, 
         return  # rejected pairs are the next test's business
     src = _tensor(src_shape, dtype, seed, scale)
     before = src.clone()
-    out = apply_rule(name, src, tgt_shape, **params)
+    out = _run(name, src, tgt_shape, **params)
     assert tuple(out.shape) == tgt_shape
     assert out.dtype == dtype
     assert bool(torch.isfinite(out).all())
@@ -121,7 +127,7 @@ def test_equal_shapes_are_identity(name: str, dtype: torch.dtype, shape: Shape, 
     if not _accepts(name, shape, shape, {}):
         return  # e.g. a weights-only rule on a rank-1 shape
     src = _tensor(shape, dtype, seed)
-    out = apply_rule(name, src, shape)
+    out = _run(name, src, shape)
     assert out.dtype == dtype
     assert torch.equal(out, src)
 
@@ -137,7 +143,7 @@ def test_rejected_shapes_raise_rule_error(name: str, data: st.DataObject) -> Non
     if _accepts(name, src_shape, tgt_shape, params):
         return
     with pytest.raises(RuleError):
-        apply_rule(name, torch.zeros(src_shape), tgt_shape, **params)
+        _run(name, torch.zeros(src_shape), tgt_shape, **params)
 
 
 @pytest.mark.parametrize("name", [
@@ -148,7 +154,7 @@ def test_rank6_target_is_a_rule_error(name: str) -> None:
     src_shape, tgt_shape = (4, 3, 3, 3), (4, 3, 1, 1, 1, 1)
     assert not _accepts(name, src_shape, tgt_shape, {})
     with pytest.raises(RuleError):
-        apply_rule(name, torch.zeros(src_shape), tgt_shape)
+        _run(name, torch.zeros(src_shape), tgt_shape)
 
 
 def test_unknown_rule_is_a_rule_error() -> None:
@@ -244,3 +250,34 @@ def test_copy_is_a_fresh_tensor() -> None:
     out = apply_rule("copy", src, (2, 3))
     out += 1  # writing the result must never write the source
     assert torch.equal(src, _arange(2, 3))
+
+
+# --- centre crop/pad into the target's init ------------------------------------------------------
+
+
+def test_centre_pads_the_source_into_the_middle_of_the_init() -> None:
+    src, base = _arange(2, 2, 3, 3) + 100, _arange(4, 3, 5, 5)
+    out = apply_rule("centre", src, (4, 3, 5, 5), base)
+    assert torch.equal(out[1:3, 0:2, 1:4, 1:4], src)  # (4-2)//2 = 1 ... the overlap, centred
+    mask = torch.ones(4, 3, 5, 5, dtype=torch.bool)
+    mask[1:3, 0:2, 1:4, 1:4] = False
+    assert torch.equal(out[mask], base[mask])  # everything else is the init, untouched
+    assert torch.equal(base, _arange(4, 3, 5, 5)), "the init tensor was modified in place"
+
+
+def test_centre_crops_a_wider_source() -> None:
+    src = _arange(5, 4, 3, 3)
+    out = apply_rule("centre", src, (3, 2, 1, 1), torch.zeros(3, 2, 1, 1))
+    assert torch.equal(out, src[1:4, 1:3, 1:2, 1:2])
+
+
+def test_centre_vectors_and_linear_to_conv() -> None:
+    assert torch.equal(apply_rule("centre", torch.tensor([1.0, 2.0, 3.0, 4.0, 5.0]), (3,), torch.zeros(3)),
+                       torch.tensor([2.0, 3.0, 4.0]))
+    out = apply_rule("centre", torch.ones(2, 2), (2, 2, 3, 3), torch.zeros(2, 2, 3, 3))
+    assert torch.equal(out[:, :, 1, 1], torch.ones(2, 2)) and float(out.sum()) == 4.0
+
+
+def test_centre_without_an_init_is_a_rule_error() -> None:
+    with pytest.raises(RuleError, match="init"):
+        apply_rule("centre", torch.ones(3), (3,))

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from ..errors import UsageError
 from .base import LayerPair, Pairing, Strategy, TensorOp
+from .centre import CentreStrategy
 from .paper import PaperStrategy
 from .stage import StageStrategy
 
 __all__ = ["STRATEGIES", "get_strategy", "names", "LayerPair", "Pairing", "Strategy", "TensorOp"]
 
-STRATEGIES: list[Strategy] = [PaperStrategy(), StageStrategy()]
+STRATEGIES: list[Strategy] = [PaperStrategy(), StageStrategy(), CentreStrategy()]
 
 
 def names() -> list[str]:

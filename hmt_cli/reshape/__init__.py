@@ -10,6 +10,7 @@ from collections.abc import Callable
 
 import torch
 
+from .centre import centre_into
 from .cyclic import cyclic_stack
 from .grouped import check_grouped, grouped_map
 from .kernel import adapt_rank, resize_kernel
@@ -17,7 +18,7 @@ from .tokens import check_tokens, pos_embed, tokens
 
 __all__ = [
     "RULES", "CHECKS", "RuleError", "apply_rule", "check_rule", "cyclic_stack", "resize_kernel", "adapt_rank",
-    "paper_weight",
+    "paper_weight", "BASED_RULES",
 ]
 
 
@@ -115,6 +116,19 @@ def _tokens(src: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     return tokens(src, shape)
 
 
+def check_centre(src: tuple[int, ...], tgt: tuple[int, ...]) -> None:
+    same_rank = len(src) == len(tgt) and 1 <= len(src) <= 5
+    if not same_rank and not (2 <= len(src) <= 5 and 2 <= len(tgt) <= 5):
+        raise RuleError(f"centre needs equal ranks (or two weights of rank 2 to 5), got {src} -> {tgt}")
+    _check_nonempty("centre", src, tgt)
+
+
+def centre(src: torch.Tensor, shape: tuple[int, ...], base: torch.Tensor | None = None) -> torch.Tensor:
+    if base is None or tuple(base.shape) != tuple(shape):
+        raise RuleError(f"centre writes into the target's init of shape {shape}; got none or another shape")
+    return centre_into(src, base)
+
+
 # Shape-only preconditions, so plans validate without touching (even meta) tensors.
 CHECKS: dict[str, Callable[..., None]] = {
     "copy": check_copy,
@@ -123,6 +137,7 @@ CHECKS: dict[str, Callable[..., None]] = {
     "grouped": _check_grouped,
     "pos_embed": _check_pos_embed,
     "tokens": _check_tokens,
+    "centre": check_centre,
 }
 
 RULES: dict[str, Callable[..., torch.Tensor]] = {
@@ -132,7 +147,11 @@ RULES: dict[str, Callable[..., torch.Tensor]] = {
     "grouped": grouped,
     "pos_embed": _pos_embed,
     "tokens": _tokens,
+    "centre": centre,
 }
+
+# Rules that write into the target's own init tensor (passed as ``base``) instead of replacing it.
+BASED_RULES = frozenset({"centre"})
 
 
 def check_rule(name: str, src: tuple[int, ...], tgt: tuple[int, ...], **params: int) -> None:
@@ -142,13 +161,15 @@ def check_rule(name: str, src: tuple[int, ...], tgt: tuple[int, ...], **params: 
     CHECKS[name](tuple(src), tuple(tgt), **params)
 
 
-def apply_rule(name: str, src: torch.Tensor, shape: tuple[int, ...], **params: int) -> torch.Tensor:
+def apply_rule(name: str, src: torch.Tensor, shape: tuple[int, ...], base: torch.Tensor | None = None,
+               **params: int) -> torch.Tensor:
+    """Run rule ``name``; ``base`` (the target's init of that tensor) is passed to :data:`BASED_RULES`."""
     try:
         rule = RULES[name]
     except KeyError:
         raise RuleError(f"unknown rule {name!r}; known: {', '.join(RULES)}") from None
     check_rule(name, tuple(src.shape), tuple(shape), **params)  # one precondition for plans and tensors
-    out = rule(src, tuple(shape), **params)
+    out = rule(src, tuple(shape), base=base, **params) if name in BASED_RULES else rule(src, tuple(shape), **params)
     if tuple(out.shape) != tuple(shape):  # post-condition: a rule bug must never reach a file
         raise RuleError(f"rule {name} produced {tuple(out.shape)}, expected {tuple(shape)}")
     return out

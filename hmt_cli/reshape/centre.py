@@ -1,0 +1,41 @@
+"""Centre crop/pad into the target's init: ``out = init``, then the centred overlap comes from the source.
+
+Per axis, a narrower target takes the source's middle ``n`` entries and a wider one receives the
+whole source in its middle; everything outside the overlap keeps the target's own init. Nothing
+is duplicated, so no two target channels start identical (cyclic stacking's symmetry that
+training must first break), and the source values keep their trained scale. Equal sizes on every
+axis make it a plain copy. This is DPIAT's tensor rule (Czyzewski et al., 2022), applied here to
+every layer a strategy pairs.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from .kernel import adapt_rank
+
+__all__ = ["centre_into", "centre_slices"]
+
+
+def centre_slices(src: int, tgt: int) -> tuple[slice, slice]:
+    """(source slice, target slice) of the centred overlap of two axis lengths."""
+    if src >= tgt:
+        start = (src - tgt) // 2
+        return slice(start, start + tgt), slice(0, tgt)
+    start = (tgt - src) // 2
+    return slice(0, src), slice(start, start + src)
+
+
+def centre_into(src: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
+    """A copy of ``base`` (the target's init) with the centred overlap of ``src`` written into it.
+
+    Weights of different rank meet through :func:`adapt_rank` (linear <-> 1x1 conv, centre taps).
+    The result has ``base``'s shape, ``src``'s dtype and device.
+    """
+    x = adapt_rank(src, base.dim()) if src.dim() >= 2 and base.dim() >= 2 else src
+    if x.dim() != base.dim():
+        raise ValueError(f"centre: cannot map {tuple(src.shape)} onto {tuple(base.shape)}")
+    pairs = [centre_slices(a, b) for a, b in zip(x.shape, base.shape, strict=True)]
+    out = base.to(device=x.device, dtype=x.dtype, copy=True)
+    out[tuple(t for _, t in pairs)] = x[tuple(s for s, _ in pairs)]
+    return out
