@@ -1,9 +1,10 @@
-"""Signal-check sweep: a real `stage` transfer from a random-init source into one model per timm module.
+"""Signal-check sweep: a real transfer from a random-init source into one model per timm module.
 
-    python benchmarks/signal_sweep.py                 # all representatives (the zoo sweep's list)
-    python benchmarks/signal_sweep.py --limit 20      # the first 20 modules, alphabetically
+    python benchmarks/signal_sweep.py                       # all representatives (the zoo sweep's list)
+    python benchmarks/signal_sweep.py --limit 20            # the first 20 modules, alphabetically
+    python benchmarks/signal_sweep.py --strategy centre     # results in signal-centre.{json,md}
 
-For each target: ``transfer(strategy="stage")`` (its default ``fallback`` policy) from a random-init
+For each target: ``transfer(strategy=...)`` (default ``stage``, with its ``fallback`` policy) from a random-init
 resnet18 (saved once as safetensors), recording how many chain layers the data-free check flagged and
 reverted to init (the rescaling should leave none: the "by construction" claim) and whether the
 written target passes the check (no layer flagged after fallback).
@@ -41,7 +42,7 @@ def _source(tmp: Path) -> Path:
     return path
 
 
-def measure(name: str, weights: Path, tmp: Path) -> dict[str, Any]:
+def measure(name: str, weights: Path, tmp: Path, strategy: str = "stage") -> dict[str, Any]:
     from hmt_cli.errors import HmtError
     from hmt_cli.options import TransferOptions
     from hmt_cli.pipeline import transfer
@@ -50,7 +51,7 @@ def measure(name: str, weights: Path, tmp: Path) -> dict[str, Any]:
     row: dict[str, Any] = {"model": name}
     try:
         report = transfer(TransferOptions(src="resnet18", tgt=name, out=tmp / "out.safetensors", src_weights=weights,
-                                          strategy="stage", force=True, device="cpu"))
+                                          strategy=strategy, force=True, device="cpu"))
     except HmtError as exc:
         row.update(status="error", error=type(exc).__name__, message=exc.message[:200])
     except Exception as exc:  # an uncaught exception is a bug: record it, keep sweeping
@@ -69,6 +70,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, help="only the first N representatives")
     parser.add_argument("--models", help="comma-separated names instead of the representatives")
+    parser.add_argument("--strategy", default="stage", help="hmt strategy to transfer with (default: stage)")
     args = parser.parse_args(argv)
     names = args.models.split(",") if args.models else [name for _, name, _ in representatives(False)]
     names = names[: args.limit] if args.limit else names
@@ -77,7 +79,7 @@ def main(argv: list[str] | None = None) -> int:
         tmp = Path(tmp_name)
         weights = _source(tmp)
         for name in names:
-            row = measure(name, weights, tmp)
+            row = measure(name, weights, tmp, args.strategy)
             rows.append(row)
             print(f"{name:40s} {row['status']:9s} {row.get('fallback', '')!s:>3} {row['seconds']:6.1f}s "
                   f"{row.get('message', '')}", flush=True)
@@ -92,9 +94,12 @@ def main(argv: list[str] | None = None) -> int:
         "uncaught": sum(r["status"] == "uncaught" for r in rows),
     }
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "signal.json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=1) + "\n")
-    lines = ["# Signal-check sweep (`stage`, random-init resnet18 source)", "",
-             "Command: `python benchmarks/signal_sweep.py" + (f" --limit {args.limit}" if args.limit else "") + "`", "",
+    stem = "signal" if args.strategy == "stage" else f"signal-{args.strategy}"
+    (RESULTS / f"{stem}.json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=1) + "\n")
+    flags = f" --limit {args.limit}" if args.limit else ""
+    flags += f" --strategy {args.strategy}" if stem != "signal" else ""
+    lines = [f"# Signal-check sweep (`{args.strategy}`, random-init resnet18 source)", "",
+             "Command: `python benchmarks/signal_sweep.py" + flags + "`", "",
              "| " + " | ".join(summary) + " |", "|" + "---|" * len(summary),
              "| " + " | ".join(str(v) for v in summary.values()) + " |", "",
              "| model | status | checked | fell back | flagged after | params written | s | note |",
@@ -104,7 +109,7 @@ def main(argv: list[str] | None = None) -> int:
         lines.append(f"| {r['model']} | {r['status']} | {r.get('checked', '')} | {r.get('fallback', '')} | "
                      f"{r.get('flagged', '')} | "
                      f"{r.get('frac_params_written', '')} | {r['seconds']} | {note} |")
-    (RESULTS / "signal.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"{stem}.md").write_text("\n".join(lines) + "\n")
     print(json.dumps(summary))
     return 0
 

@@ -2,8 +2,9 @@
 
 * Pairing: exactly :class:`~.stage.StageStrategy`'s: every target chain layer takes the source
   layer at the nearest stage-aware relative depth; shortcuts and gates from their source roles.
-* Tensors: the weight, the bias and the attached norm's tensors (affine and running statistics,
-  matched by name) are written by :mod:`..reshape.centre`: the centred overlap of the source goes
+* Tensors: the weight, the bias and, when both norms are of one kind (the same tensor names: BatchNorm
+  to BatchNorm), the attached norm's tensors (affine and running statistics) are written by
+  :mod:`..reshape.centre`: the centred overlap of the source goes
   into the middle of the target's own init, the rest keeps that init. Source values keep their
   trained scale and nothing is duplicated. Because the overlap of two given widths is always the
   same slice, every layer that reads or writes a residual stream of one width maps its channels
@@ -33,15 +34,23 @@ class CentreStrategy(StageStrategy):
                "the target's init (source scale kept, no duplicated channels); signal check with fallback")
     signal_policy = "fallback"
 
+    def __init__(self, name: str = "centre", norms: str = "same") -> None:
+        """``norms``: ``same`` (norms of the same kind, i.e. tensor names), ``all`` or ``none`` (for experiments)."""
+        self.name = name
+        self.norms = norms
+
     def ops(self, pair: LayerPair, src: LayerGraph, tgt: LayerGraph) -> list[TensorOp]:
         s, t = pair.src, pair.tgt
         if s is None:
             return []
+        src_norm, tgt_norm = _by_leaf(s.norm_keys), _by_leaf(t.norm_keys)
+        with_norm = not (self.norms == "none" or (self.norms == "same" and set(src_norm) != set(tgt_norm)))
         ops = [self._op(t.weight, s.weight, t, s, tgt, src)]
         if t.bias and s.bias:
             ops.append(self._op(t.bias, s.bias, t, s, tgt, src))
-        src_norm = _by_leaf(s.norm_keys)
-        for leaf, key in _by_leaf(t.norm_keys).items():
+        if not with_norm:
+            return ops
+        for leaf, key in tgt_norm.items():
             if leaf in src_norm and len(tgt.param_shapes[key]) == len(src.param_shapes[src_norm[leaf]]):
                 ops.append(self._op(key, src_norm[leaf], t, s, tgt, src))
         return ops
