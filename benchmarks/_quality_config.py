@@ -19,7 +19,7 @@ from ._quality_train import Recipe
 
 __all__ = ["TargetSpec", "SourceSpec", "PretrainSpec", "ArmConfig", "load_arm", "deep_merge"]
 
-PROFILES = ("smoke", "quick", "full")
+PROFILES = ("smoke", "quick", "cpu", "full")
 _IMG_SIZE_TOKEN = "${img_size}"  # in target kwargs: replaced by the arm's working resolution
 
 
@@ -111,7 +111,11 @@ def load_arm(path: Path, profile: str) -> ArmConfig:
         raise ValueError(f"unknown profile {profile!r}; expected one of {', '.join(PROFILES)}")
     raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     profiles = raw.pop("profiles", {}) or {}
-    merged = deep_merge(raw, profiles.get(profile, {}) or {})
+    overrides = dict(profiles.get(profile, {}) or {})
+    base = overrides.pop("extends", None)  # a profile may build on another one (cpu = quick + more)
+    if base is not None:
+        raw = deep_merge(raw, profiles.get(base, {}) or {})
+    merged = deep_merge(raw, overrides)
     img_size = int(merged["img_size"])
     pre = merged.get("pretrain")
     pretrain = PretrainSpec(_data("pretrain", pre["data"]), _recipe(pre["recipe"])) if pre else None

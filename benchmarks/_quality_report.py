@@ -129,6 +129,7 @@ def render_markdown(results: Mapping[str, Any]) -> str:
         f"device {env.get('device')} · torch {env.get('torch')} · timm {env.get('timm')} · "
         f"hmt {env.get('hmt')}",
         "",
+        *([f"Command: `{results['command']}`", ""] if results.get("command") else []),
         "Accuracies are top-1 in % (mean ± sample std over seeds). *gain* = final accuracy minus scratch's, "
         "*recovery* = (init - scratch) / (upper - scratch), *params written* = fraction of the target's "
         "parameters the init wrote (hmt: `TransferReport.frac_params_written`; dpiat: elements it changed; "

@@ -2,6 +2,7 @@
 """The hmt quality benchmark (issue 4): does a transferred start actually help fine-tuning on real data?
 
     python benchmarks/quality.py --profile quick            # <= 20 min on a 2-core CPU
+    python benchmarks/quality.py --profile cpu              # quick + every arm-1 target, 3 seeds: ~50 min
     python benchmarks/quality.py --profile full --device cuda   # the protocol, <= 8 min on one H100
     python benchmarks/quality.py --profile smoke --out /tmp/q   # CI structure check, < 1 min
     python benchmarks/quality.py --render benchmarks/results/quality-quick   # re-render md/png from json
@@ -40,7 +41,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
 import torch
 from torch import nn
 
-from benchmarks._quality_config import ArmConfig, TargetSpec, load_arm
+from benchmarks._quality_config import PROFILES, ArmConfig, TargetSpec, load_arm
 from benchmarks._quality_data import DataSpec, ImageSet, load_split, resolve_shared
 from benchmarks._quality_inits import (
     InitResult,
@@ -477,7 +478,7 @@ class Runner:
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--profile", choices=("smoke", "quick", "full"), default="quick")
+    p.add_argument("--profile", choices=PROFILES, default="quick")
     p.add_argument(
         "--config", action="append", type=Path, help="arm config(s); default configs/bench/arm{1,2}.yaml"
     )
@@ -553,6 +554,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             "benchmark": "hmt quality (issue 4)",
             "schema": 1,
             "profile": args.profile,
+            "command": " ".join(["python", "benchmarks/quality.py", *(argv if argv is not None else sys.argv[1:])]),
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "config": {
                 "profile": args.profile,

@@ -281,3 +281,12 @@ def test_centre_vectors_and_linear_to_conv() -> None:
 def test_centre_without_an_init_is_a_rule_error() -> None:
     with pytest.raises(RuleError, match="init"):
         apply_rule("centre", torch.ones(3), (3,))
+
+
+def test_centre_diagonal_takes_each_channels_own_kernel() -> None:
+    src = _arange(4, 4, 3, 3)
+    out = apply_rule("centre", src, (2, 1, 3, 3), torch.zeros(2, 1, 3, 3), diagonal=1)
+    # min(O, I) = 4 diagonal kernels w[c, c], centred onto 2 channels: c = 1, 2.
+    assert torch.equal(out[:, 0], torch.stack([src[1, 1], src[2, 2]]))
+    with pytest.raises(RuleError, match="depthwise"):
+        check_rule("centre", (4, 4, 3, 3), (4, 2, 3, 3), diagonal=1)

@@ -83,3 +83,13 @@ def test_every_strategy_gives_a_loadable_finite_init(tmp_path: Path, strategy: s
     model = timm.create_model(tgt, pretrained=True, pretrained_cfg_overlay={"file": str(out)})  # strict load
     with torch.no_grad():
         assert bool(torch.isfinite(model.eval()(torch.randn(2, 3, *model.pretrained_cfg["input_size"][1:]))).all())
+
+
+def test_centre_depthwise_targets_take_diagonal_kernels() -> None:
+    plan = plan_for("centre", "resnet18", "mobilenetv3_large_100")
+    depthwise = {n.weight for n in analyze("mobilenetv3_large_100").chain.layers if n.kind == "depthwise"}
+    ops = [op for op in plan.ops if op.tgt_key in depthwise]
+    assert len(ops) == len(depthwise) > 10
+    assert all(dict(op.params) == {"diagonal": 1} for op in ops)
+    # Full convs keep the plain rule.
+    assert all(op.params == () for op in plan.ops if op.tgt_key not in depthwise)

@@ -45,7 +45,9 @@ class CentreStrategy(StageStrategy):
             return []
         src_norm, tgt_norm = _by_leaf(s.norm_keys), _by_leaf(t.norm_keys)
         with_norm = not (self.norms == "none" or (self.norms == "same" and set(src_norm) != set(tgt_norm)))
-        ops = [self._op(t.weight, s.weight, t, s, tgt, src)]
+        # A depthwise target from a full conv takes the source's per-channel (diagonal) kernels.
+        depthwise = t.kind == "depthwise" and s.groups == 1 and len(s.shape) == len(t.shape) >= 3
+        ops = [self._op(t.weight, s.weight, t, s, tgt, src, (("diagonal", 1),) if depthwise else ())]
         if t.bias and s.bias:
             ops.append(self._op(t.bias, s.bias, t, s, tgt, src))
         if not with_norm:
@@ -56,6 +58,7 @@ class CentreStrategy(StageStrategy):
         return ops
 
     @staticmethod
-    def _op(tgt_key: str, src_key: str, t: LayerNode, s: LayerNode, tgt: LayerGraph, src: LayerGraph) -> TensorOp:
+    def _op(tgt_key: str, src_key: str, t: LayerNode, s: LayerNode, tgt: LayerGraph, src: LayerGraph,
+            params: tuple[tuple[str, int], ...] = ()) -> TensorOp:
         return TensorOp(tgt_key, src_key, "centre", tuple(tgt.param_shapes[tgt_key]),
-                        tuple(src.param_shapes[src_key]), t.path, s.path)
+                        tuple(src.param_shapes[src_key]), t.path, s.path, params)

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import torch
 
-from .centre import centre_into
+from .centre import centre_into, diagonal_kernels
 from .cyclic import cyclic_stack
 from .grouped import check_grouped, grouped_map
 from .kernel import adapt_rank, resize_kernel
@@ -116,17 +116,23 @@ def _tokens(src: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     return tokens(src, shape)
 
 
-def check_centre(src: tuple[int, ...], tgt: tuple[int, ...]) -> None:
+def check_centre(src: tuple[int, ...], tgt: tuple[int, ...], diagonal: int = 0) -> None:
+    """``diagonal=1``: a full conv source into a depthwise target, through the source's diagonal kernels."""
+    if diagonal not in (0, 1):
+        raise RuleError(f"centre: diagonal must be 0 or 1, got {diagonal}")
+    if diagonal and not (len(src) == len(tgt) and 3 <= len(src) <= 5 and tgt[1] == 1):
+        raise RuleError(f"centre with diagonal kernels needs a conv source and a depthwise target, got {src} -> {tgt}")
     same_rank = len(src) == len(tgt) and 1 <= len(src) <= 5
     if not same_rank and not (2 <= len(src) <= 5 and 2 <= len(tgt) <= 5):
         raise RuleError(f"centre needs equal ranks (or two weights of rank 2 to 5), got {src} -> {tgt}")
     _check_nonempty("centre", src, tgt)
 
 
-def centre(src: torch.Tensor, shape: tuple[int, ...], base: torch.Tensor | None = None) -> torch.Tensor:
+def centre(src: torch.Tensor, shape: tuple[int, ...], base: torch.Tensor | None = None,
+           diagonal: int = 0) -> torch.Tensor:
     if base is None or tuple(base.shape) != tuple(shape):
         raise RuleError(f"centre writes into the target's init of shape {shape}; got none or another shape")
-    return centre_into(src, base)
+    return centre_into(diagonal_kernels(src) if diagonal else src, base)
 
 
 # Shape-only preconditions, so plans validate without touching (even meta) tensors.

@@ -14,7 +14,7 @@ import torch
 
 from .kernel import adapt_rank
 
-__all__ = ["centre_into", "centre_slices"]
+__all__ = ["centre_into", "centre_slices", "diagonal_kernels"]
 
 
 def centre_slices(src: int, tgt: int) -> tuple[slice, slice]:
@@ -39,3 +39,14 @@ def centre_into(src: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
     out = base.to(device=x.device, dtype=x.dtype, copy=True)
     out[tuple(t for _, t in pairs)] = x[tuple(s for s, _ in pairs)]
     return out
+
+
+def diagonal_kernels(w: torch.Tensor) -> torch.Tensor:
+    """A full conv's per-channel view: ``(O, I, *k) -> (min(O, I), 1, *k)``, kernel ``c`` = ``w[c, c]``.
+
+    The filter that maps channel ``c`` onto itself is what a depthwise conv computes per channel, so a
+    depthwise target takes these, not an arbitrary input-channel slice of each filter.
+    """
+    n = min(w.shape[0], w.shape[1])
+    idx = torch.arange(n, device=w.device)
+    return w[idx, idx].unsqueeze(1)
