@@ -58,7 +58,7 @@ def measure(name: str, weights: Path, tmp: Path, strategy: str = "stage") -> dic
         row.update(status="uncaught", error=type(exc).__name__, message=str(exc)[:200],
                    where=traceback.format_exc(limit=-2)[-300:])
     else:
-        flagged = [s.path for s in report.signal if s.status != "ok"]  # after fallback
+        flagged = [s.path for s in report.signal if s.flagged]  # after fallback
         row.update(status="pass" if not flagged else "flagged", checked=len(report.signal), flagged=len(flagged),
                    fallback=len(report.fallback), flagged_layers=[*report.fallback, *flagged][:5],
                    frac_params_written=round(report.frac_params_written, 4))

@@ -6,17 +6,20 @@ architecture trains from them; keeping their per-tensor scale while taking the s
 avoids the failure mode of copied weights whose scale kills or explodes the signal.
 
 ``check``: one fixed noise batch through the target twice, at its own init and transferred (via
-``torch.func.functional_call``, no weight copies), recording every chain layer's output std. A
-layer is flagged when its *local* gain relative to init (its ratio divided by its input's ratio)
-collapses (< 1e-2), explodes (> 1e2) or turns non-finite, so one bad layer early on does not
-flag everything after it.
+``torch.func.functional_call``, no weight copies), BatchNorms on batch statistics as fine-tuning
+starts, recording every chain layer's input and output std. A layer is flagged when its *local*
+gain relative to init (its output ratio divided by its input's ratio) collapses (< 1e-2), explodes
+(> 1e2) or turns non-finite, and flagged ``after`` when the signal breaks between its output and the
+next chain layer's input (its norm or activation): the blame lands where the signal first breaks,
+so one bad layer early on does not flag everything after it.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
-from collections.abc import Mapping, MutableMapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping, MutableMapping, Sequence
+from dataclasses import dataclass, replace
 
 import torch
 from torch import nn
@@ -35,8 +38,16 @@ class LayerSignal:
     init_std: float
     std: float
     ratio: float  # std / init_std
-    gain: float  # ratio / previous chain layer's ratio: this layer's own effect
+    gain: float  # ratio / the ratio of this layer's input: the layer's own effect
     status: str  # ok | collapsed | exploded | nonfinite
+    # What breaks the signal between this layer's output and the next chain layer's input (its norm,
+    # activation, a gate) is this layer's doing too: a zero-gain norm carried over from the source
+    # shows as a dead *input* downstream, and reverting this layer (with its norm) is the fix.
+    after: str = "ok"
+
+    @property
+    def flagged(self) -> bool:
+        return self.status != "ok" or self.after != "ok"
 
 
 def _rms(t: torch.Tensor) -> float:
@@ -96,18 +107,19 @@ def channel_std(out: torch.Tensor) -> float:
 
 
 def _stds(model: nn.Module, paths: Sequence[str], x: torch.Tensor, state: Mapping[str, torch.Tensor] | None
-          ) -> dict[str, float]:
+          ) -> dict[str, tuple[float, float]]:
+    """Path -> (input std, output std) of each chain layer's first call."""
     modules = dict(model.named_modules())
-    found: dict[str, float] = {}
+    found: dict[str, tuple[float, float]] = {}
     hooks = []
     for path in paths:
         module = modules.get(path)
         if module is None:
             continue  # functional layers have no module to hook
 
-        def hook(_m: nn.Module, _i: object, out: object, path: str = path) -> None:
-            if isinstance(out, torch.Tensor) and path not in found:
-                found[path] = channel_std(out.detach())
+        def hook(_m: nn.Module, args: tuple, out: object, path: str = path) -> None:
+            if isinstance(out, torch.Tensor) and path not in found and args and isinstance(args[0], torch.Tensor):
+                found[path] = (channel_std(args[0].detach()), channel_std(out.detach()))
 
         hooks.append(module.register_forward_hook(hook))
     try:
@@ -132,10 +144,42 @@ def check(
         return _check(model, state, paths, input_shape, seed)
 
 
+@contextlib.contextmanager
+def batch_statistics(model: nn.Module) -> Iterator[bool]:
+    """BatchNorms normalize with the batch's statistics, as when fine-tuning starts; nothing else trains.
+
+    Running statistics describe the activations of the weights they were measured with: the target's
+    init, or the source's layer when a strategy carries them over. Fine-tuning normalizes with batch
+    statistics and replaces the running ones within a few hundred steps, so the signal it starts from
+    is the batch-statistics one. ``track_running_stats=False`` for the check: no buffer (running
+    statistics, ``num_batches_tracked``) is read or written, so the checked state is never modified.
+    Dropout and drop-path stay off. Yields whether the model has any BatchNorm.
+    """
+    norms = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.training, m.track_running_stats) for m in norms]
+    model.eval()
+    for m in norms:
+        m.train()
+        m.track_running_stats = False
+    try:
+        yield bool(norms)
+    finally:
+        for m, (training, tracking) in zip(norms, saved, strict=True):
+            m.train(training)
+            m.track_running_stats = tracking
+
+
 def _check(
     model: nn.Module, state: Mapping[str, torch.Tensor], paths: Sequence[str], input_shape: Sequence[int], seed: int
 ) -> list[LayerSignal]:
-    model.eval()
+    with batch_statistics(model) as has_batchnorm:
+        return _compare(model, state, paths, input_shape, seed, has_batchnorm)
+
+
+def _compare(
+    model: nn.Module, state: Mapping[str, torch.Tensor], paths: Sequence[str], input_shape: Sequence[int], seed: int,
+    has_batchnorm: bool,
+) -> list[LayerSignal]:
     gen = torch.Generator().manual_seed(seed)
     # The model holds its float32 init; compare in float32 (a copy only for half-precision output).
     state = {k: v.float() if v.is_floating_point() and v.dtype != torch.float32 else v for k, v in state.items()}
@@ -146,26 +190,45 @@ def _check(
         before = _stds(model, paths, x, None)
     except Exception:  # fixed-size models (patch embeddings, window attention) need their own size;
         # one image there: its tokens or positions still give every channel a spread to measure.
-        x = torch.randn((1, *input_shape), generator=gen)
+        # Batch statistics need two values per channel even after global pooling: two images there.
+        x = torch.randn((2 if has_batchnorm else 1, *input_shape), generator=gen)
         before = _stds(model, paths, x, None)
     after = _stds(model, paths, x, state)
     signals: list[LayerSignal] = []
-    prev_ratio = 1.0
+    prev_ratio = 1.0  # the noise batch itself: the same for init and transferred
     for path in paths:
         if path not in before or path not in after:
             continue
-        init_std, std = before[path], after[path]
-        ratio = std / init_std if init_std > 0 else (1.0 if std == 0 else math.inf)
-        gain = ratio / prev_ratio if prev_ratio > 0 and math.isfinite(prev_ratio) else ratio
-        if not math.isfinite(std):
-            status = "nonfinite"
-        elif gain < COLLAPSE:
-            status = "collapsed"
-        elif gain > EXPLODE:
-            status = "exploded"
-        else:
-            status = "ok"
-        signals.append(LayerSignal(path, init_std, std, ratio, gain, status))
+        (init_in, init_std), (now_in, std) = before[path], after[path]
+        in_ratio = _ratio(now_in, init_in)
+        if signals and (status := _status(now_in, _gain(in_ratio, prev_ratio))) != "ok":
+            signals[-1] = replace(signals[-1], after=status)  # broken between the previous layer and this one
+        ratio = _ratio(std, init_std)
+        gain = _gain(ratio, in_ratio)
+        signals.append(LayerSignal(path, init_std, std, ratio, gain, _status(std, gain)))
         if math.isfinite(ratio):
             prev_ratio = ratio
     return signals
+
+
+def _ratio(std: float, init_std: float) -> float:
+    return std / init_std if init_std > 0 else (1.0 if std == 0 else math.inf)
+
+
+def _gain(ratio: float, reference: float) -> float:
+    """``ratio`` relative to the ratio coming in; 1 (no verdict) when what comes in is already dead.
+
+    The blame goes to the first place the signal breaks: a layer fed a constant input is not
+    flagged again for passing the constant on.
+    """
+    return ratio / reference if reference > 0 and math.isfinite(reference) else 1.0
+
+
+def _status(std: float, gain: float) -> str:
+    if not math.isfinite(std):
+        return "nonfinite"
+    if gain < COLLAPSE:
+        return "collapsed"
+    if gain > EXPLODE:
+        return "exploded"
+    return "ok"

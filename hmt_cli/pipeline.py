@@ -276,14 +276,14 @@ def _signal(policy: str, model: torch.nn.Module, state: dict, init: dict, plan: 
     fallback: list[str] = []
     for _ in range(3):
         signals = check(model, state, paths, tgt.graph.input_shape, seed)
-        bad = [s.path for s in signals if s.status != "ok"]
+        bad = [s.path for s in signals if s.flagged]
         if policy != "fallback" or not bad:
             return signals, fallback
         for op in plan.ops:
             if op.tgt_layer in bad:
                 state[op.tgt_key] = init[op.tgt_key]
         fallback += [b for b in bad if b not in fallback]
-    if any(s.status == "nonfinite" for s in signals):
+    if any("nonfinite" in (s.status, s.after) for s in signals):
         raise InvalidValues("the transferred target still produces NaN/Inf after falling back to init",
                             hint="try --strategy paper or report this pair")
     return signals, fallback

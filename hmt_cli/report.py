@@ -73,7 +73,9 @@ def _signal_cell(s: Any) -> str:
     if s is None:
         return "[dim]-[/dim]"
     text = f"{s.ratio:.2g}x"
-    return text if s.status == "ok" else f"[red]{text} {s.status}[/red]"
+    if s.status != "ok":
+        return f"[red]{text} {s.status}[/red]"
+    return text if s.after == "ok" else f"[red]{text}, {s.after} after[/red]"  # its norm/activation broke it
 
 
 def render_transfer(report: TransferReport) -> list[Any]:
@@ -114,7 +116,7 @@ def render_transfer(report: TransferReport) -> list[Any]:
     summary.add_row("source weights", report.src_weights)
     summary.add_row("device / dtype", f"{report.device} / {report.dtype}")
     if report.signal:
-        flagged = sum(1 for s in report.signal if s.status != "ok")
+        flagged = sum(1 for s in report.signal if s.flagged)
         summary.add_row("signal check", f"{len(report.signal)} chain layers checked on a noise batch, "
                                         f"{flagged} flagged, {len(report.fallback)} fell back to init")
     if report.skipped:
