@@ -3,7 +3,8 @@
 A config file holds the full protocol at its top level and, under ``profiles:``, the overrides that make
 the cheaper profiles (deep-merged: mappings merge key by key, lists and scalars replace). Each profile
 also carries a ``drops:`` sentence saying what it gives up relative to the protocol; it is copied into
-``results.json`` and ``results.md`` so a number is never read without its conditions.
+``results.json`` and ``results.md`` so a number is never read without its conditions. A profile may
+say ``extends: <profile>`` to start from another profile's overrides instead of the protocol.
 """
 
 from __future__ import annotations

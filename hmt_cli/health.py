@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Collection, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, replace
 
 import torch
@@ -135,13 +135,19 @@ def _stds(model: nn.Module, paths: Sequence[str], x: torch.Tensor, state: Mappin
 
 
 def check(
-    model: nn.Module, state: Mapping[str, torch.Tensor], paths: Sequence[str], input_shape: Sequence[int], seed: int
+    model: nn.Module, state: Mapping[str, torch.Tensor], paths: Sequence[str], input_shape: Sequence[int], seed: int,
+    direct: Collection[str] | None = None,
 ) -> list[LayerSignal]:
-    """Compare each chain layer's output std, transferred vs init, on a fixed noise batch."""
+    """Compare each chain layer's input and output std, transferred vs init, on a fixed noise batch.
+
+    ``direct``: the paths whose input is the previous path's output through norms and activations
+    only (default: all). Only for those is a break between the two blamed on the previous layer
+    (``after``): across a residual add the stream's other branch sets the scale.
+    """
     from .apply import single_thread
 
     with single_thread():  # small batches: a second thread waits more than it works on shared cores
-        return _check(model, state, paths, input_shape, seed)
+        return _check(model, state, paths, input_shape, seed, direct)
 
 
 @contextlib.contextmanager
@@ -170,15 +176,16 @@ def batch_statistics(model: nn.Module) -> Iterator[bool]:
 
 
 def _check(
-    model: nn.Module, state: Mapping[str, torch.Tensor], paths: Sequence[str], input_shape: Sequence[int], seed: int
+    model: nn.Module, state: Mapping[str, torch.Tensor], paths: Sequence[str], input_shape: Sequence[int], seed: int,
+    direct: Collection[str] | None,
 ) -> list[LayerSignal]:
     with batch_statistics(model) as has_batchnorm:
-        return _compare(model, state, paths, input_shape, seed, has_batchnorm)
+        return _compare(model, state, paths, input_shape, seed, has_batchnorm, direct)
 
 
 def _compare(
     model: nn.Module, state: Mapping[str, torch.Tensor], paths: Sequence[str], input_shape: Sequence[int], seed: int,
-    has_batchnorm: bool,
+    has_batchnorm: bool, direct: Collection[str] | None,
 ) -> list[LayerSignal]:
     gen = torch.Generator().manual_seed(seed)
     # The model holds its float32 init; compare in float32 (a copy only for half-precision output).
@@ -201,7 +208,8 @@ def _compare(
             continue
         (init_in, init_std), (now_in, std) = before[path], after[path]
         in_ratio = _ratio(now_in, init_in)
-        if signals and (status := _status(now_in, _gain(in_ratio, prev_ratio))) != "ok":
+        plain = direct is None or path in direct
+        if signals and plain and (status := _status(now_in, _gain(in_ratio, prev_ratio))) != "ok":
             signals[-1] = replace(signals[-1], after=status)  # broken between the previous layer and this one
         ratio = _ratio(std, init_std)
         gain = _gain(ratio, in_ratio)

@@ -12,6 +12,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from itertools import pairwise
 from math import prod
 from typing import TYPE_CHECKING
 
@@ -264,6 +265,14 @@ def transfer(opts: TransferOptions, progress: Callable[[str, int, int], None] | 
                           signal=tuple(signals), fallback=tuple(fallback))
 
 
+def _direct_inputs(tgt: Analysis) -> frozenset[str]:
+    """Chain layers fed by the previous chain layer through norms and activations only (no residual add,
+    concat or product on the way): only there does a broken input belong to the previous layer."""
+    plain = {(e.src, e.dst) for e in tgt.graph.edges if not e.merge and not e.gated}
+    layers = tgt.chain.layers
+    return frozenset(b.path for a, b in pairwise(layers) if (a.index, b.index) in plain)
+
+
 def _signal(policy: str, model: torch.nn.Module, state: dict, init: dict, plan: TransferPlan, tgt: Analysis,
             seed: int) -> tuple[list, list[str]]:
     """Run the data-free check; under ``fallback`` revert flagged layers to init (3 rounds at most)."""
@@ -273,9 +282,10 @@ def _signal(policy: str, model: torch.nn.Module, state: dict, init: dict, plan: 
     if policy == "off":
         return [], []
     paths = [n.path for n in tgt.chain.layers]
+    direct = _direct_inputs(tgt)
     fallback: list[str] = []
     for _ in range(3):
-        signals = check(model, state, paths, tgt.graph.input_shape, seed)
+        signals = check(model, state, paths, tgt.graph.input_shape, seed, direct)
         bad = [s.path for s in signals if s.flagged]
         if policy != "fallback" or not bad:
             return signals, fallback
