@@ -75,3 +75,22 @@ def test_the_check_uses_batch_statistics() -> None:
     state["1.running_var"] = torch.full((8,), 1e-12)  # in eval mode this would blow the signal up 1e6x
     signals = check(model, state, PATHS, (3, 16, 16), seed=0)
     assert all(not s.flagged for s in signals)
+
+
+def test_no_blame_across_a_merge() -> None:
+    """Where the next layer's input also carries a residual branch, a break is not the previous layer's."""
+    model = small_net()
+    state = state_of(model)
+    state["1.weight"] = torch.zeros(8)
+    state["1.bias"] = torch.zeros(8)
+    signals = {s.path: s for s in check(model, state, PATHS, (3, 16, 16), seed=0, direct=frozenset({"6"}))}
+    assert signals["0"].after == "ok"
+
+
+def test_direct_inputs_follow_the_graph() -> None:
+    from hmt_cli.pipeline import _direct_inputs, analyze
+
+    direct = _direct_inputs(analyze("resnet50"))
+    assert {"layer1.0.conv2", "layer1.0.conv3", "layer3.2.conv2"} <= direct  # conv -> bn -> act -> conv
+    assert "layer1.1.conv1" not in direct  # fed by the residual add of block 0
+    assert "layer2.0.conv1" not in direct
