@@ -290,3 +290,11 @@ def test_centre_diagonal_takes_each_channels_own_kernel() -> None:
     assert torch.equal(out[:, 0], torch.stack([src[1, 1], src[2, 2]]))
     with pytest.raises(RuleError, match="depthwise"):
         check_rule("centre", (4, 4, 3, 3), (4, 2, 3, 3), diagonal=1)
+
+
+def test_centre_keep_zero_leaves_the_init_for_an_all_zero_source() -> None:
+    base = torch.arange(4.0)
+    assert torch.equal(apply_rule("centre", torch.zeros(6), (4,), base, keep_zero=1), base)
+    assert torch.equal(apply_rule("centre", torch.zeros(6), (4,), base), torch.zeros(4))  # off: a plain copy
+    src = torch.tensor([0.0, 0.0, 0.5, 0.0, 0.0, 0.0])
+    assert torch.equal(apply_rule("centre", src, (4,), base, keep_zero=1), src[1:5])  # any trained value: copied

@@ -91,5 +91,9 @@ def test_centre_depthwise_targets_take_diagonal_kernels() -> None:
     ops = [op for op in plan.ops if op.tgt_key in depthwise]
     assert len(ops) == len(depthwise) > 10
     assert all(dict(op.params) == {"diagonal": 1} for op in ops)
-    # Full convs keep the plain rule.
-    assert all(op.params == () for op in plan.ops if op.tgt_key not in depthwise)
+    # Norm gains skip an untrained (all-zero) source gain; every other tensor takes the plain rule.
+    for op in plan.ops:
+        if op.tgt_key in depthwise:
+            continue
+        gain = len(op.tgt_shape) == 1 and op.tgt_key.endswith(".weight")
+        assert dict(op.params) == ({"keep_zero": 1} if gain else {}), op

@@ -54,7 +54,8 @@ class CentreStrategy(StageStrategy):
             return ops
         for leaf, key in tgt_norm.items():
             if leaf in src_norm and len(tgt.param_shapes[key]) == len(src.param_shapes[src_norm[leaf]]):
-                ops.append(self._op(key, src_norm[leaf], t, s, tgt, src))
+                params = (("keep_zero", 1),) if leaf == "weight" else ()  # an untrained zero-init gain
+                ops.append(self._op(key, src_norm[leaf], t, s, tgt, src, params))
         return ops
 
     @staticmethod
