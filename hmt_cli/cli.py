@@ -141,7 +141,7 @@ def transfer(
         help="Source checkpoint (.safetensors or torch file, loaded weights-only). Default: timm's pretrained "
         "weights (hub or cache).")] = None,
     num_classes: Annotated[int | None, typer.Option(help="Target classifier size (default: timm's).")] = None,
-    strategy: Annotated[str | None, typer.Option(help="Transfer strategy (see `hmt strategies`).")] = None,
+    strategy: Annotated[str | None, typer.Option(help="Transfer strategy (see `hmt strategies`) [centre].")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the target's own init (untransferred) [0].")] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda[:N]: where the math runs [auto].")] = None,
     dtype: Annotated[str | None, typer.Option(help="Output dtype: float32 | float16 | bfloat16 [source's].")] = None,
@@ -248,14 +248,16 @@ def models(
 def strategies(json_mode: JsonOpt = False) -> None:
     """List the transfer strategies."""
     from .match import STRATEGIES
+    from .options import DEFAULT_STRATEGY
 
-    rows = [{"name": s.name, "summary": s.summary} for s in STRATEGIES]
+    rows = [{"name": s.name, "summary": s.summary, "default": s.name == DEFAULT_STRATEGY} for s in STRATEGIES]
     sink = Output(json_mode=json_mode)
     if json_mode:
         sink.result(rows)
     else:
         for row in rows:
-            sink.err.print(f"[bold]{row['name']}[/bold]  {row['summary']}")
+            mark = " (default)" if row["default"] else ""
+            sink.err.print(f"[bold]{row['name']}[/bold]{mark}  {row['summary']}")
 
 
 @app.command()
@@ -264,7 +266,7 @@ def demo(
                                                "Default: scikit-learn's bundled digits (`.[demo]` extra).")] = None,
     src: Annotated[str, typer.Option(metavar="NAME", help="Source architecture to train.")] = "test_resnet",
     tgt: Annotated[str, typer.Option(metavar="NAME", help="Target architecture.")] = "test_efficientnet",
-    strategy: Annotated[str, typer.Option(help="Transfer strategy.")] = "stage",
+    strategy: Annotated[str, typer.Option(help="Transfer strategy.")] = "centre",
     shots: Annotated[int, typer.Option(help="Training images per target class.")] = 10,
     seed: Annotated[int, typer.Option(help="Seed for data split, init and training order.")] = 0,
     json_mode: JsonOpt = False,

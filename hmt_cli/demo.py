@@ -31,7 +31,7 @@ class DemoConfig:
     data: Path | None = None  # .npz with `images` (N, H, W[, C]) uint8 and `labels` (N,)
     src: str = "test_resnet"
     tgt: str = "test_efficientnet"
-    strategy: str = "stage"
+    strategy: str = "centre"
     size: int = 32
     src_epochs: int = 15
     tgt_epochs: int = 30

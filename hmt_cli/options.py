@@ -17,11 +17,13 @@ import tomllib
 
 from .errors import UsageError
 
-__all__ = ["TransferOptions", "load_config", "parse_model_args", "DEVICES", "DTYPES"]
+__all__ = ["TransferOptions", "load_config", "parse_model_args", "DEVICES", "DTYPES", "DEFAULT_STRATEGY"]
 
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "float16", "bfloat16")
 SIGNAL_CHECKS = ("off", "report", "fallback")
+# The quality benchmark's choice (docs/quality.md): the largest mean gain over scratch on arm 1.
+DEFAULT_STRATEGY = "centre"
 
 
 @dataclass(frozen=True)
@@ -31,7 +33,7 @@ class TransferOptions:
     out: Path | None = None
     src_weights: Path | None = None
     num_classes: int | None = None
-    strategy: str = "paper"
+    strategy: str = DEFAULT_STRATEGY
     seed: int = 0
     device: str = "auto"
     dtype: str | None = None  # None keeps the source weights' dtype

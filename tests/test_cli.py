@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import torch
 from conftest import (
     REPO,
@@ -77,10 +78,11 @@ def test_metadata_describes_the_transfer(r18_mbv3_in_process: Transfer, r18_safe
     meta = metadata(r18_mbv3_in_process.out)
     assert set(meta) >= METADATA_FIELDS
     assert meta["hmt_version"] == __version__
-    assert (meta["src"], meta["tgt"], meta["strategy"], meta["seed"]) == (SRC, TGT, "paper", 0)
+    # No --strategy: the default, hmt's own `centre`.
+    assert (meta["src"], meta["tgt"], meta["strategy"], meta["seed"]) == (SRC, TGT, "centre", 0)
     assert meta["src_weights"] == f"sha256:{sha256(r18_safetensors)}"
     first = meta["mapping"][0]
-    assert (first["src"], first["tgt"], first["rule"]) == ("conv1.weight", "conv_stem.weight", "paper")
+    assert (first["src"], first["tgt"], first["rule"]) == ("conv1.weight", "conv_stem.weight", "centre")
 
 
 def test_json_is_the_only_thing_on_stdout(r18_mbv3_in_process: Transfer) -> None:
@@ -93,9 +95,14 @@ def test_report_file_is_the_same_json(r18_mbv3_in_process: Transfer) -> None:
     assert json.loads(r18_mbv3_in_process.report.read_text()) == json.loads(r18_mbv3_in_process.run.stdout)
 
 
-def test_stem_is_the_paper_rule_of_the_source_stem(r18_mbv3_in_process: Transfer, r18_state: dict[str, Any]) -> None:
+def test_stem_is_the_centre_rule_into_the_seeded_init(r18_mbv3_in_process: Transfer, r18_state: dict[str, Any]) -> None:
+    import timm
+
+    torch.manual_seed(0)  # --seed 0: the target's own init, which `centre` writes the source into
+    base = timm.create_model(TGT).state_dict()["conv_stem.weight"]
     stem = tensor(r18_mbv3_in_process.out, "conv_stem.weight")
-    assert torch.equal(stem, apply_rule("paper", r18_state["conv1.weight"], tuple(stem.shape)))
+    assert torch.equal(stem, apply_rule("centre", r18_state["conv1.weight"], tuple(stem.shape), base=base))
+    assert not torch.equal(stem, base)
 
 
 def test_output_holds_every_target_tensor(r18_mbv3_in_process: Transfer) -> None:
@@ -111,7 +118,7 @@ def test_output_holds_every_target_tensor(r18_mbv3_in_process: Transfer) -> None
 
 def test_human_report_goes_to_stderr(r18_mbv3_in_process: Transfer) -> None:
     stderr = r18_mbv3_in_process.run.stderr  # --json moves the result to stdout; the table stays on stderr
-    assert "conv_stem" in stderr and "conv1" in stderr and "paper" in stderr
+    assert "conv_stem" in stderr and "conv1" in stderr and "centre" in stderr
     assert max(len(line) for line in stderr.splitlines()) <= 120  # COLUMNS pins Rich's width
 
 
@@ -168,15 +175,16 @@ def test_model_arguments(tmp_path: Path, weights_dir: Path) -> None:
 # --- --config ----------------------------------------------------------------------------------
 
 
-def test_paper_preset_as_shipped() -> None:
-    run = invoke_cli("transfer", "--config", REPO / "configs" / "paper.toml", "--dry-run", "--json")
+@pytest.mark.parametrize("preset", ["paper", "stage", "centre"])
+def test_presets_as_shipped(preset: str) -> None:
+    run = invoke_cli("transfer", "--config", REPO / "configs" / f"{preset}.toml", "--dry-run", "--json")
     assert run.code == 0, run
     data = json.loads(run.stdout)
     assert (data["src"], data["tgt"], data["strategy"], data["seed"]) == ("resnet50", "mobilenetv3_large_100",
-                                                                          "paper", 0)
+                                                                          preset, 0)
 
 
-def test_flags_override_the_preset(tmp_path: Path, r18_safetensors: Path) -> None:
+def test_flags_override_the_preset(tmp_path: Path, r18_safetensors: Path, r18_state: dict[str, Any]) -> None:
     out = tmp_path / "x.safetensors"
     run = invoke_cli("transfer", "--config", REPO / "configs" / "paper.toml", "--src", SRC, "--tgt", TGT,
                      "--src-weights", r18_safetensors, "--out", out, "--seed", 5, "--quiet")
@@ -184,6 +192,9 @@ def test_flags_override_the_preset(tmp_path: Path, r18_safetensors: Path) -> Non
     meta = metadata(out)
     assert (meta["src"], meta["tgt"], meta["seed"], meta["strategy"]) == (SRC, TGT, 5, "paper")
     load_strict(TGT, out)
+    # The paper's rule end to end: the stem is the source stem, bilinear kernels and cyclic channels.
+    stem = tensor(out, "conv_stem.weight")
+    assert torch.equal(stem, apply_rule("paper", r18_state["conv1.weight"], tuple(stem.shape)))
 
 
 def test_preset_values_apply(tmp_path: Path, r18_safetensors: Path) -> None:
@@ -269,9 +280,11 @@ def test_models_limit_must_be_positive() -> None:
 
 def test_strategies() -> None:
     human = invoke_cli("strategies")
-    assert human.code == 0 and "paper" in human.stderr and human.stdout == "", human
-    names = [row["name"] for row in json.loads(invoke_cli("strategies", "--json").stdout)]
-    assert "paper" in names
+    assert human.code == 0 and "paper" in human.stderr and "centre (default)" in human.stderr, human
+    assert human.stdout == "", human
+    rows = json.loads(invoke_cli("strategies", "--json").stdout)
+    assert {"paper", "stage", "centre"} <= {row["name"] for row in rows}
+    assert [row["name"] for row in rows if row["default"]] == ["centre"]
 
 
 def test_version() -> None:

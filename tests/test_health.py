@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 from torch import nn
 
-from hmt_cli.health import batch_statistics, check
+from hmt_cli.health import batch_statistics, channel_std, check
 
 
 def small_net() -> nn.Sequential:
@@ -94,3 +95,19 @@ def test_direct_inputs_follow_the_graph() -> None:
     assert {"layer1.0.conv2", "layer1.0.conv3", "layer3.2.conv2"} <= direct  # conv -> bn -> act -> conv
     assert "layer1.1.conv1" not in direct  # fed by the residual add of block 0
     assert "layer2.0.conv1" not in direct
+
+
+@pytest.mark.parametrize("shape, channel_dim", [((2, 5, 7, 3), 1), ((4, 6), 1), ((2, 9, 5), 2)])
+def test_channel_std_is_the_mean_per_channel_std(shape: tuple[int, ...], channel_dim: int) -> None:
+    x = torch.randn(shape, generator=torch.Generator().manual_seed(0)) * torch.arange(1, shape[channel_dim] + 1)\
+        .reshape([-1 if d == channel_dim else 1 for d in range(len(shape))])
+    per_channel = x.movedim(channel_dim, 0).reshape(shape[channel_dim], -1).std(dim=1)
+    assert channel_std(x) == pytest.approx(float(per_channel.mean()), rel=1e-6)
+
+
+def test_channel_std_of_a_constant_and_of_nan() -> None:
+    assert channel_std(torch.full((2, 3, 4, 4), 5.0)) == 0.0
+    assert channel_std(torch.ones(1, 3)) == 0.0  # one value per channel: no spread to measure
+    bad = torch.randn(2, 3, 4, 4)
+    bad[0, 1, 2, 2] = float("nan")
+    assert channel_std(bad) != channel_std(bad)  # NaN propagates: the check reports it as non-finite
