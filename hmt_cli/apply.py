@@ -65,6 +65,16 @@ def _fetch(source: WeightSource, key: str, device: torch.device) -> torch.Tensor
     return src
 
 
+def _store(target: MutableMapping[str, torch.Tensor], key: str, out: torch.Tensor) -> None:
+    """Write ``out`` into the target's tensor in place (it may be the model's own parameter, which
+    then stops holding the init: one copy of the target in memory, not two); a new tensor otherwise."""
+    current = target[key]
+    if current.shape == out.shape and current.dtype == out.dtype and current.device.type == "cpu":
+        current.copy_(out)
+    else:
+        target[key] = out.cpu()
+
+
 def apply_plan(
     plan: TransferPlan,
     source: WeightSource,
@@ -72,7 +82,7 @@ def apply_plan(
     device: torch.device,
     progress: Callable[[int], None] | None = None,
 ) -> int:
-    """Write every op of ``plan`` into ``target`` in place; returns the number of elements written."""
+    """Write every op of ``plan`` into ``target``'s tensors in place; returns the number of elements written."""
     with single_thread():
         return _apply(plan, source, target, device, progress)
 
@@ -97,7 +107,7 @@ def _apply(
         base = target[op.tgt_key] if op.rule in BASED_RULES else None  # still the target's init here
         out = apply_rule(op.rule, src, op.tgt_shape, base, **dict(op.params)).to(target[op.tgt_key].dtype)
         check_finite(op.tgt_key, out, "transferred")
-        target[op.tgt_key] = out.cpu()
+        _store(target, op.tgt_key, out)
         written += out.numel()
         if progress:
             progress(step + 1)

@@ -26,7 +26,8 @@ from torch import nn
 
 from .plan import TransferPlan
 
-__all__ = ["LayerSignal", "rescale", "check", "channel_std", "COLLAPSE", "EXPLODE"]
+__all__ = ["LayerSignal", "Reference", "rescale", "reference_sizes", "reference", "check", "channel_std",
+           "COLLAPSE", "EXPLODE"]
 
 COLLAPSE, EXPLODE = 1e-2, 1e2
 CHECK_SIZE = 64  # spatial size of the noise batch for models that accept any size
@@ -58,37 +59,42 @@ def _std(t: torch.Tensor) -> float:
     return float(t.float().std()) if t.numel() > 1 else 0.0
 
 
-def rescale(
-    plan: TransferPlan, init: Mapping[str, torch.Tensor], state: MutableMapping[str, torch.Tensor]
-) -> list[str]:
-    """Apply every op's ``scale`` in place; returns the keys reverted to the target's init.
+_MEASURES = {"init_std": _std, "init_rms": _rms}
 
-    ``init_std`` (weights): match the std of the target's own init. ``init_rms`` (norm gains): match
-    its root-mean-square, keeping the source's relative channel gains. ``norm_bias``: the factor of
-    the norm's gain, so each channel's activation threshold ``-bias/gain`` is preserved. A zero
-    init (zero-init residual branches) is deliberate and kept, as is a zero result.
+
+def reference_sizes(plan: TransferPlan, state: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    """The size (std or RMS, per op's ``scale``) of each rescaled tensor's init: call before ``apply``."""
+    return {op.tgt_key: _MEASURES[op.scale](state[op.tgt_key]) for op in plan.ops if op.scale in _MEASURES}
+
+
+def rescale(plan: TransferPlan, sizes: Mapping[str, float], state: MutableMapping[str, torch.Tensor]) -> list[str]:
+    """Apply every op's ``scale`` in place; returns the keys that must go back to the target's init.
+
+    ``init_std`` (weights): match the std of the target's own init (``sizes``, from
+    :func:`reference_sizes`). ``init_rms`` (norm gains): match its root-mean-square, keeping the
+    source's relative channel gains. ``norm_bias``: the factor of the norm's gain, so each channel's
+    activation threshold ``-bias/gain`` is preserved. A zero init (zero-init residual branches) is
+    deliberate and kept, as is a zero result: those keys are returned, and left for the caller to revert.
     """
-    reverted: list[str] = []
+    revert: list[str] = []
     factors: dict[str, float] = {}
-    measure = {"init_std": _std, "init_rms": _rms}
-    ordered = [op for op in plan.ops if op.scale in measure] + [op for op in plan.ops if op.scale == "norm_bias"]
+    ordered = [op for op in plan.ops if op.scale in _MEASURES] + [op for op in plan.ops if op.scale == "norm_bias"]
     for op in ordered:
-        ref, out = init[op.tgt_key], state[op.tgt_key]
+        out = state[op.tgt_key]
         module = op.tgt_key.rsplit(".", 1)[0]
         if op.scale == "norm_bias":
             factor = factors.get(module)
         else:
-            ref_size, out_size = measure[op.scale](ref), measure[op.scale](out)
+            ref_size, out_size = sizes[op.tgt_key], _MEASURES[op.scale](out)
             ok = ref_size > 0.0 and out_size > 0.0 and math.isfinite(out_size)
             factor = ref_size / out_size if ok else None
             if factor is not None:
                 factors[module] = factor
         if factor is None:
-            state[op.tgt_key] = ref
-            reverted.append(op.tgt_key)
+            revert.append(op.tgt_key)
         else:
-            state[op.tgt_key] = (out.float() * factor).to(out.dtype)
-    return reverted
+            out.copy_(out.float() * factor)  # in place: the tensor may be the model's own parameter
+    return revert
 
 
 def channel_std(out: torch.Tensor) -> float:
@@ -138,20 +144,43 @@ def _stds(model: nn.Module, paths: Sequence[str], x: torch.Tensor, state: Mappin
     return found
 
 
+@dataclass(frozen=True)
+class Reference:
+    """The target at its own init on the check's fixed noise batch: the batch and each chain layer's
+    (input std, output std). Measured before the transfer writes anything, so the init itself need
+    not be kept beside the result (peak memory: one target, not two)."""
+
+    x: torch.Tensor
+    stds: Mapping[str, tuple[float, float]]
+
+
+def reference(model: nn.Module, paths: Sequence[str], input_shape: Sequence[int], seed: int) -> Reference:
+    """Run ``model`` (holding the target's init) on the check's noise batch; see :func:`check`."""
+    from .apply import single_thread
+
+    with single_thread(), batch_statistics(model) as has_batchnorm:
+        return _reference(model, paths, input_shape, seed, has_batchnorm)
+
+
 def check(
     model: nn.Module, state: Mapping[str, torch.Tensor], paths: Sequence[str], input_shape: Sequence[int], seed: int,
-    direct: Collection[str] | None = None,
+    direct: Collection[str] | None = None, ref: Reference | None = None,
 ) -> list[LayerSignal]:
     """Compare each chain layer's input and output std, transferred vs init, on a fixed noise batch.
 
-    ``direct``: the paths whose input is the previous path's output through norms and activations
-    only (default: all). Only for those is a break between the two blamed on the previous layer
-    (``after``): across a residual add the stream's other branch sets the scale.
+    ``model`` runs with ``state``'s tensors; ``ref`` is the init's :func:`reference` (default: measured
+    now on ``model``'s own tensors, which must then be the init). ``direct``: the paths whose input is the
+    previous path's output through norms and activations only (default: all). Only for those is a break
+    between the two blamed on the previous layer (``after``): across a residual add the stream's other
+    branch sets the scale.
     """
     from .apply import single_thread
 
-    with single_thread():  # small batches: a second thread waits more than it works on shared cores
-        return _check(model, state, paths, input_shape, seed, direct)
+    if ref is None:
+        ref = reference(model, paths, input_shape, seed)
+    # small batches: a second thread waits more than it works on shared cores
+    with single_thread(), batch_statistics(model):
+        return _compare(model, state, paths, ref, direct)
 
 
 @contextlib.contextmanager
@@ -179,32 +208,29 @@ def batch_statistics(model: nn.Module) -> Iterator[bool]:
             m.track_running_stats = tracking
 
 
-def _check(
-    model: nn.Module, state: Mapping[str, torch.Tensor], paths: Sequence[str], input_shape: Sequence[int], seed: int,
-    direct: Collection[str] | None,
-) -> list[LayerSignal]:
-    with batch_statistics(model) as has_batchnorm:
-        return _compare(model, state, paths, input_shape, seed, has_batchnorm, direct)
-
-
-def _compare(
-    model: nn.Module, state: Mapping[str, torch.Tensor], paths: Sequence[str], input_shape: Sequence[int], seed: int,
-    has_batchnorm: bool, direct: Collection[str] | None,
-) -> list[LayerSignal]:
+def _reference(
+    model: nn.Module, paths: Sequence[str], input_shape: Sequence[int], seed: int, has_batchnorm: bool
+) -> Reference:
     gen = torch.Generator().manual_seed(seed)
-    # The model holds its float32 init; compare in float32 (a copy only for half-precision output).
-    state = {k: v.float() if v.is_floating_point() and v.dtype != torch.float32 else v for k, v in state.items()}
     chans, *size = input_shape
     small = (chans, *(min(s, CHECK_SIZE) for s in size))
     try:  # convnets take a small batch: the check costs milliseconds, not seconds
         x = torch.randn((2, *small), generator=gen)
-        before = _stds(model, paths, x, None)
+        return Reference(x, _stds(model, paths, x, None))
     except Exception:  # fixed-size models (patch embeddings, window attention) need their own size;
         # one image there: its tokens or positions still give every channel a spread to measure.
         # Batch statistics need two values per channel even after global pooling: two images there.
         x = torch.randn((2 if has_batchnorm else 1, *input_shape), generator=gen)
-        before = _stds(model, paths, x, None)
-    after = _stds(model, paths, x, state)
+        return Reference(x, _stds(model, paths, x, None))
+
+
+def _compare(
+    model: nn.Module, state: Mapping[str, torch.Tensor], paths: Sequence[str], ref: Reference,
+    direct: Collection[str] | None,
+) -> list[LayerSignal]:
+    # The reference ran in float32; compare in float32 (a copy only for half-precision output).
+    state = {k: v.float() if v.is_floating_point() and v.dtype != torch.float32 else v for k, v in state.items()}
+    before, after = ref.stds, _stds(model, paths, ref.x, state)
     signals: list[LayerSignal] = []
     prev_ratio = 1.0  # the noise batch itself: the same for init and transferred
     for path in paths:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from itertools import pairwise
 from math import prod
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 
     from .chain import Chain
     from .graph import LayerGraph
+    from .health import Reference
     from .io import WeightSource
     from .plan import TransferPlan
     from .report import TransferReport
@@ -190,11 +191,11 @@ def transfer(opts: TransferOptions, progress: Callable[[str, int, int], None] | 
     import torch
 
     from .apply import apply_plan
-    from .health import rescale
+    from .health import reference, reference_sizes, rescale
     from .hub import load_pretrained
     from .io import check_output_path, open_weights, write_safetensors
     from .match import get_strategy
-    from .models import build_model, resolve_model
+    from .models import resolve_model
     from .plan import make_plan
     from .report import TransferReport
 
@@ -235,20 +236,23 @@ def transfer(opts: TransferOptions, progress: Callable[[str, int, int], None] | 
         source = load_pretrained(src_spec)
         warnings += _check_weights(source, src, opts.src)
     dtype = getattr(torch, opts.dtype) if opts.dtype else (source.float_dtype() or torch.float32)
-    torch.manual_seed(opts.seed)  # the target's own init for every tensor the plan does not write
-    model = build_model(tgt_spec, device="cpu", num_classes=opts.num_classes)
+    # The target's own init for every tensor the plan does not write. Apply writes into these same
+    # tensors, so the init is never kept beside the result (peak memory: one target, not two); what
+    # needs it is measured first, and the rare revert rebuilds it (`_InitValues`).
+    init = _InitValues(tgt_spec, opts.num_classes, opts.seed, dtype)
+    model = init.build()
     state = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in model.state_dict().items()}
     policy = opts.signal_check or strategy.signal_policy
-    # The init values are needed only to rescale to them or to fall back to them; otherwise let
-    # each init tensor go as apply replaces it (peak memory: one target, not two).
-    needs_init = policy == "fallback" or any(op.scale != "none" for op in plan.ops)
-    init = {op.tgt_key: state[op.tgt_key] for op in plan.ops} if needs_init else {}
-    if policy == "off":
-        model = None
+    paths = [n.path for n in tgt.chain.layers]
+    ref = reference(model, paths, tgt.graph.input_shape, opts.seed) if policy != "off" else None
+    if ref is None:
+        model = None  # with another output dtype, the state holds copies: let the float32 model go
+    sizes = reference_sizes(plan, state)
     report_progress = (lambda step: progress("transfer", step, len(plan.ops))) if progress else None
     apply_plan(plan, source, state, device, report_progress)
-    reverted = rescale(plan, init, state) if needs_init else []
-    signals, fallback = _signal(policy, model, state, init, plan, tgt, opts.seed) if model is not None else ([], [])
+    reverted = rescale(plan, sizes, state)
+    init.restore(state, reverted)
+    signals, fallback = _signal(policy, model, state, ref, plan, tgt, init) if ref is not None else ([], [])
     del model
     if reverted:
         warnings.append(f"{len(reverted)} tensors kept their init (zero-variance init or result)")
@@ -265,6 +269,30 @@ def transfer(opts: TransferOptions, progress: Callable[[str, int, int], None] | 
                           signal=tuple(signals), fallback=tuple(fallback))
 
 
+class _InitValues:
+    """The target's seeded timm init: built once for the transfer, rebuilt only to revert tensors."""
+
+    def __init__(self, spec: object, num_classes: int | None, seed: int, dtype: torch.dtype) -> None:
+        self.spec, self.num_classes, self.seed, self.dtype = spec, num_classes, seed, dtype
+
+    def build(self) -> torch.nn.Module:
+        import torch
+
+        from .models import build_model
+
+        torch.manual_seed(self.seed)
+        return build_model(self.spec, device="cpu", num_classes=self.num_classes)
+
+    def restore(self, state: dict[str, torch.Tensor], keys: Collection[str]) -> None:
+        """Put the init back into ``keys`` of ``state``, in place (same seed, same build: the same values)."""
+        if not keys:
+            return
+        fresh = self.build().state_dict()
+        for key in keys:
+            value = fresh[key].to(state[key].dtype) if fresh[key].is_floating_point() else fresh[key]
+            state[key].copy_(value)
+
+
 def _direct_inputs(tgt: Analysis) -> frozenset[str]:
     """Chain layers fed by the previous chain layer through norms and activations only (no residual add,
     concat or product on the way): only there does a broken input belong to the previous layer."""
@@ -273,25 +301,21 @@ def _direct_inputs(tgt: Analysis) -> frozenset[str]:
     return frozenset(b.path for a, b in pairwise(layers) if (a.index, b.index) in plain)
 
 
-def _signal(policy: str, model: torch.nn.Module, state: dict, init: dict, plan: TransferPlan, tgt: Analysis,
-            seed: int) -> tuple[list, list[str]]:
+def _signal(policy: str, model: torch.nn.Module, state: dict, ref: Reference, plan: TransferPlan, tgt: Analysis,
+            init: _InitValues) -> tuple[list, list[str]]:
     """Run the data-free check; under ``fallback`` revert flagged layers to init (3 rounds at most)."""
     from .errors import InvalidValues
     from .health import check
 
-    if policy == "off":
-        return [], []
     paths = [n.path for n in tgt.chain.layers]
     direct = _direct_inputs(tgt)
     fallback: list[str] = []
     for _ in range(3):
-        signals = check(model, state, paths, tgt.graph.input_shape, seed, direct)
+        signals = check(model, state, paths, tgt.graph.input_shape, init.seed, direct, ref)
         bad = [s.path for s in signals if s.flagged]
         if policy != "fallback" or not bad:
             return signals, fallback
-        for op in plan.ops:
-            if op.tgt_layer in bad:
-                state[op.tgt_key] = init[op.tgt_key]
+        init.restore(state, [op.tgt_key for op in plan.ops if op.tgt_layer in bad])
         fallback += [b for b in bad if b not in fallback]
     if any("nonfinite" in (s.status, s.after) for s in signals):
         raise InvalidValues("the transferred target still produces NaN/Inf after falling back to init",

@@ -97,3 +97,54 @@ def test_centre_depthwise_targets_take_diagonal_kernels() -> None:
             continue
         gain = len(op.tgt_shape) == 1 and op.tgt_key.endswith(".weight")
         assert dict(op.params) == ({"keep_zero": 1} if gain else {}), op
+
+
+def _transfer_json(tmp_path: Path, src_state: dict, *extra: object) -> tuple[dict, dict]:
+    """test_resnet -> test_efficientnet with ``src_state`` as the source; (JSON report, written tensors)."""
+    import json
+
+    from safetensors.torch import load_file
+
+    weights = save_state(src_state, tmp_path / "src.safetensors")
+    out = tmp_path / "out.safetensors"
+    run = invoke_cli("transfer", "--src", "test_resnet", "--src-weights", weights, "--tgt", "test_efficientnet",
+                     "--out", out, "--seed", 0, "--json", *extra)
+    assert run.code == 0, run
+    return json.loads(run.stdout), load_file(str(out))
+
+
+def test_signal_fallback_restores_the_exact_seeded_init(tmp_path: Path) -> None:
+    """A source layer 10^4 too strong explodes its target layer; fallback puts the target's own init back.
+
+    The init is no longer kept beside the result (apply writes in place): the revert rebuilds it, and
+    must give the very values the seeded build gave.
+    """
+    plan = plan_for("centre", "test_resnet", "test_efficientnet")
+    stem = next(op for op in plan.ops if op.tgt_key == "conv_stem.weight")
+    src_state = timm_state("test_resnet", seed=3)
+    src_state[stem.src_key] = src_state[stem.src_key] * 1e4
+    report, written = _transfer_json(tmp_path, src_state)
+    assert "conv_stem" in report["fallback"], report["fallback"]
+    init = timm_state("test_efficientnet", seed=0)
+    for op in plan.ops:
+        if op.tgt_layer in report["fallback"]:
+            assert torch.equal(written[op.tgt_key], init[op.tgt_key]), op.tgt_key
+    others = [op for op in plan.ops if op.tgt_layer not in report["fallback"] and op.tgt_key.endswith(".weight")]
+    assert any(not torch.equal(written[op.tgt_key], init[op.tgt_key]) for op in others)  # the rest transferred
+
+
+def test_rescale_keeps_the_init_where_the_result_has_no_spread(tmp_path: Path) -> None:
+    """`stage` rescales each weight to its init's std; an all-zero source weight cannot be, and stays at init."""
+    plan = plan_for("stage", "test_resnet", "test_efficientnet")
+    stem = next(op for op in plan.ops if op.tgt_key == "conv_stem.weight")
+    src_state = timm_state("test_resnet", seed=3)
+    src_state[stem.src_key] = torch.zeros_like(src_state[stem.src_key])
+    report, written = _transfer_json(tmp_path, src_state, "--strategy", "stage", "--signal-check", "off")
+    init = timm_state("test_efficientnet", seed=0)
+    assert torch.equal(written["conv_stem.weight"], init["conv_stem.weight"])
+    assert any("kept their init" in w for w in report["warnings"]), report["warnings"]
+    row = next(t for t in report["tensors"] if t["key"] == "conv_stem.weight")
+    assert row["status"] == "init"
+    rescaled = next(op for op in plan.ops if op.tgt_key != "conv_stem.weight")
+    assert torch.std(written[rescaled.tgt_key]).item() == pytest.approx(torch.std(init[rescaled.tgt_key]).item(),
+                                                                         rel=1e-4)
