@@ -43,7 +43,7 @@ def _pick(value: float, tgt: LayerNode, cands: list[LayerNode], where: list[floa
 class StageStrategy:
     name = "stage"
     summary = ("every target layer <- source layer at the same stage-aware depth; group-aware channels; "
-               "norms mapped; init-scale rescaling; signal check with per-layer fallback")
+               "norms at init; init-scale rescaling; signal check with per-layer fallback")
     signal_policy = "fallback"
 
     def pair(self, src: Chain, tgt: Chain, src_graph: LayerGraph, tgt_graph: LayerGraph) -> Pairing:
