@@ -152,13 +152,21 @@ class Reference:
 
     x: torch.Tensor
     stds: Mapping[str, tuple[float, float]]
+    small: bool = True  # the small noise batch (convnets): one thread; else the model's own input size
+
+
+def _threads(small: bool) -> contextlib.AbstractContextManager:
+    """One intra-op thread for the small batch (a second thread waits more than it works on shared
+    cores); the caller's threads at a model's own input size, where a ViT-L forward is 1.5 s on one
+    thread and 0.8 s on two (2-core machine)."""
+    from .apply import single_thread
+
+    return single_thread() if small else contextlib.nullcontext()
 
 
 def reference(model: nn.Module, paths: Sequence[str], input_shape: Sequence[int], seed: int) -> Reference:
     """Run ``model`` (holding the target's init) on the check's noise batch; see :func:`check`."""
-    from .apply import single_thread
-
-    with single_thread(), batch_statistics(model) as has_batchnorm:
+    with batch_statistics(model) as has_batchnorm:
         return _reference(model, paths, input_shape, seed, has_batchnorm)
 
 
@@ -174,12 +182,9 @@ def check(
     between the two blamed on the previous layer (``after``): across a residual add the stream's other
     branch sets the scale.
     """
-    from .apply import single_thread
-
     if ref is None:
         ref = reference(model, paths, input_shape, seed)
-    # small batches: a second thread waits more than it works on shared cores
-    with single_thread(), batch_statistics(model):
+    with _threads(ref.small), batch_statistics(model):
         return _compare(model, state, paths, ref, direct)
 
 
@@ -216,12 +221,14 @@ def _reference(
     small = (chans, *(min(s, CHECK_SIZE) for s in size))
     try:  # convnets take a small batch: the check costs milliseconds, not seconds
         x = torch.randn((2, *small), generator=gen)
-        return Reference(x, _stds(model, paths, x, None))
+        with _threads(True):
+            return Reference(x, _stds(model, paths, x, None), small=True)
     except Exception:  # fixed-size models (patch embeddings, window attention) need their own size;
         # one image there: its tokens or positions still give every channel a spread to measure.
         # Batch statistics need two values per channel even after global pooling: two images there.
         x = torch.randn((2 if has_batchnorm else 1, *input_shape), generator=gen)
-        return Reference(x, _stds(model, paths, x, None))
+        with _threads(False):
+            return Reference(x, _stds(model, paths, x, None), small=False)
 
 
 def _compare(
