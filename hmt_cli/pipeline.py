@@ -239,7 +239,7 @@ def transfer(opts: TransferOptions, progress: Callable[[str, int, int], None] | 
     # The target's own init for every tensor the plan does not write. Apply writes into these same
     # tensors, so the init is never kept beside the result (peak memory: one target, not two); what
     # needs it is measured first, and the rare revert rebuilds it (`_InitValues`).
-    init = _InitValues(tgt_spec, opts.num_classes, opts.seed, dtype)
+    init = _InitValues(tgt_spec, opts.num_classes, opts.seed)
     model = init.build()
     state = {k: (v.to(dtype) if v.is_floating_point() else v) for k, v in model.state_dict().items()}
     policy = opts.signal_check or strategy.signal_policy
@@ -252,7 +252,7 @@ def transfer(opts: TransferOptions, progress: Callable[[str, int, int], None] | 
     apply_plan(plan, source, state, device, report_progress)
     reverted = rescale(plan, sizes, state)
     init.restore(state, reverted)
-    signals, fallback = _signal(policy, model, state, ref, plan, tgt, init) if ref is not None else ([], [])
+    signals, fallback = _signal(policy, model, state, ref, plan, tgt, paths, init) if ref is not None else ([], [])
     del model
     if reverted:
         warnings.append(f"{len(reverted)} tensors kept their init (zero-variance init or result)")
@@ -272,8 +272,8 @@ def transfer(opts: TransferOptions, progress: Callable[[str, int, int], None] | 
 class _InitValues:
     """The target's seeded timm init: built once for the transfer, rebuilt only to revert tensors."""
 
-    def __init__(self, spec: object, num_classes: int | None, seed: int, dtype: torch.dtype) -> None:
-        self.spec, self.num_classes, self.seed, self.dtype = spec, num_classes, seed, dtype
+    def __init__(self, spec: object, num_classes: int | None, seed: int) -> None:
+        self.spec, self.num_classes, self.seed = spec, num_classes, seed
 
     def build(self) -> torch.nn.Module:
         import torch
@@ -302,12 +302,11 @@ def _direct_inputs(tgt: Analysis) -> frozenset[str]:
 
 
 def _signal(policy: str, model: torch.nn.Module, state: dict, ref: Reference, plan: TransferPlan, tgt: Analysis,
-            init: _InitValues) -> tuple[list, list[str]]:
+            paths: list[str], init: _InitValues) -> tuple[list, list[str]]:
     """Run the data-free check; under ``fallback`` revert flagged layers to init (3 rounds at most)."""
     from .errors import InvalidValues
     from .health import check
 
-    paths = [n.path for n in tgt.chain.layers]
     direct = _direct_inputs(tgt)
     fallback: list[str] = []
     for _ in range(3):

@@ -34,17 +34,12 @@ class CentreStrategy(StageStrategy):
                "the target's init (source scale kept, no duplicated channels); signal check with fallback")
     signal_policy = "fallback"
 
-    def __init__(self, name: str = "centre", norms: str = "same") -> None:
-        """``norms``: ``same`` (norms of the same kind, i.e. tensor names), ``all`` or ``none`` (for experiments)."""
-        self.name = name
-        self.norms = norms
-
     def ops(self, pair: LayerPair, src: LayerGraph, tgt: LayerGraph) -> list[TensorOp]:
         s, t = pair.src, pair.tgt
         if s is None:
             return []
         src_norm, tgt_norm = _by_leaf(s.norm_keys), _by_leaf(t.norm_keys)
-        with_norm = not (self.norms == "none" or (self.norms == "same" and set(src_norm) != set(tgt_norm)))
+        with_norm = set(src_norm) == set(tgt_norm)  # norms of one kind only: BatchNorm to BatchNorm
         # A depthwise target from a full conv takes the source's per-channel (diagonal) kernels.
         depthwise = t.kind == "depthwise" and s.groups == 1 and len(s.shape) == len(t.shape) >= 3
         ops = [self._op(t.weight, s.weight, t, s, tgt, src, (("diagonal", 1),) if depthwise else ())]
