@@ -2,14 +2,14 @@
 
     python benchmarks/signal_sweep.py                       # all representatives (the zoo sweep's list)
     python benchmarks/signal_sweep.py --limit 20            # the first 20 modules, alphabetically
-    python benchmarks/signal_sweep.py --strategy centre     # results in signal-centre.{json,md}
+    python benchmarks/signal_sweep.py --strategy stage      # results in signal-stage.{json,md}
 
-For each target: ``transfer(strategy=...)`` (default ``stage``, with its ``fallback`` policy) from a random-init
+For each target: ``transfer(strategy=...)`` (default: hmt's default strategy, with its signal policy) from a random-init
 resnet18 (saved once as safetensors), recording how many chain layers the data-free check flagged and
 reverted to init (the rescaling should leave none: the "by construction" claim) and whether the
 written target passes the check (no layer flagged after fallback).
 The check needs no data, so a random-init source is a fair stress test. Writes
-``benchmarks/results/signal.{json,md}``.
+``benchmarks/results/signal-<strategy>.{json,md}``.
 """
 
 from __future__ import annotations
@@ -42,7 +42,7 @@ def _source(tmp: Path) -> Path:
     return path
 
 
-def measure(name: str, weights: Path, tmp: Path, strategy: str = "stage") -> dict[str, Any]:
+def measure(name: str, weights: Path, tmp: Path, strategy: str) -> dict[str, Any]:
     from hmt_cli.errors import HmtError
     from hmt_cli.options import TransferOptions
     from hmt_cli.pipeline import transfer
@@ -70,7 +70,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--limit", type=int, help="only the first N representatives")
     parser.add_argument("--models", help="comma-separated names instead of the representatives")
-    parser.add_argument("--strategy", default="stage", help="hmt strategy to transfer with (default: stage)")
+    from hmt_cli.options import DEFAULT_STRATEGY
+
+    parser.add_argument("--strategy", default=DEFAULT_STRATEGY,
+                        help=f"hmt strategy to transfer with (default: {DEFAULT_STRATEGY})")
     args = parser.parse_args(argv)
     names = args.models.split(",") if args.models else [name for _, name, _ in representatives(False)]
     names = names[: args.limit] if args.limit else names
@@ -94,10 +97,10 @@ def main(argv: list[str] | None = None) -> int:
         "uncaught": sum(r["status"] == "uncaught" for r in rows),
     }
     RESULTS.mkdir(exist_ok=True)
-    stem = "signal" if args.strategy == "stage" else f"signal-{args.strategy}"
+    stem = f"signal-{args.strategy}"
     (RESULTS / f"{stem}.json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=1) + "\n")
     flags = f" --limit {args.limit}" if args.limit else ""
-    flags += f" --strategy {args.strategy}" if stem != "signal" else ""
+    flags += f" --strategy {args.strategy}"
     lines = [f"# Signal-check sweep (`{args.strategy}`, random-init resnet18 source)", "",
              "Command: `python benchmarks/signal_sweep.py" + flags + "`", "",
              "| " + " | ".join(summary) + " |", "|" + "---|" * len(summary),

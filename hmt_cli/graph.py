@@ -111,6 +111,31 @@ class LayerGraph:
         except KeyError:
             raise KeyError(path) from None
 
+    @cached_property
+    def bypassed(self) -> frozenset[int]:
+        """Layers some route avoids: an edge jumps from before them to after them (a residual shortcut,
+        a parallel branch). The others are cuts of the graph, which every signal from input to output
+        passes. Layer indices are execution order, a topological order, so one sweep finds them."""
+        reach, out = -1, set()
+        starts = sorted((e.src, e.dst) for e in self.edges)
+        i = 0
+        for layer in sorted(n.index for n in self.layers):
+            while i < len(starts) and starts[i][0] < layer:
+                reach = max(reach, starts[i][1])
+                i += 1
+            if reach > layer:
+                out.add(layer)
+        return frozenset(out)
+
+    @cached_property
+    def closes_residual(self) -> frozenset[int]:
+        """Layers whose output reaches every consumer through an add: the last layer of a residual branch."""
+        outs: dict[int, list[Edge]] = {}
+        for e in self.edges:
+            if not e.gated:
+                outs.setdefault(e.src, []).append(e)
+        return frozenset(i for i, es in outs.items() if all(e.merge == "add" for e in es))
+
 
 def layer_kind(shape: tuple[int, ...], groups: int) -> str:
     if len(shape) == 2:

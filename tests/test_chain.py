@@ -83,6 +83,20 @@ def test_residual_projection_shortcut_is_off_chain() -> None:
     assert graph.layer("body.0.downsample.0").norm == "body.0.downsample.1"
 
 
+def test_cuts_and_residual_closing_layers() -> None:
+    """Which layers every signal passes (cuts), and which close a residual branch (output only into an add)."""
+    model = meta(Classifier, nn.Sequential(cbr(8, 8), Residual(8, 16, 2), Residual(16, 16), cbr(16, 16)), 16)
+    graph, _, _, _ = analyze(model)
+    index = {n.path: n.index for n in graph.layers}
+    cuts = {p for p, i in index.items() if i not in graph.bypassed}
+    # The shortcuts (projection and identity) route around both blocks; the stem, the plain layer
+    # after the blocks and the head are passed by every signal.
+    assert cuts == {"stem.0", "body.0.0", "body.3.0", "fc"}
+    closing = {p for p, i in index.items() if i in graph.closes_residual}
+    # body.2's conv2 reaches body.3 through the add, like both blocks' shortcuts (the projection too).
+    assert closing == {"body.1.conv2.0", "body.1.downsample.0", "body.2.conv2.0"}
+
+
 def test_depthwise_separable_kinds() -> None:
     body = nn.Sequential(cbr(8, 8, groups=8), cbr(8, 32, k=1), cbr(32, 32, groups=4))
     _, chain, paths, off = analyze(meta(Classifier, body, 32))

@@ -28,9 +28,10 @@ def test_centre_maps_batchnorm_with_its_layer() -> None:
     for pair in plan.pairs:
         if pair.src is None or pair.role != "chain" or not pair.tgt.norm_keys or not pair.src.norm_keys:
             continue
+        damped = pair.src.index in src.graph.closes_residual and pair.tgt.index not in tgt.graph.bypassed
         # Every BN tensor of the target layer comes from the BN of *its* source layer, by name.
         for key in pair.tgt.norm_keys:
-            if key.endswith("num_batches_tracked"):
+            if key.endswith("num_batches_tracked") or (damped and key.endswith(".weight")):
                 continue
             leaf = key.rsplit(".", 1)[1]
             assert ops[key].src_key == f"{src.graph.layer(pair.src.path).norm}.{leaf}"
@@ -38,6 +39,25 @@ def test_centre_maps_batchnorm_with_its_layer() -> None:
             checked += 1
     assert checked >= 4 * 5  # several layers, four tensors each
     assert all(op.tgt_key in tgt.graph.param_shapes for op in plan.ops)
+
+
+def test_centre_keeps_damping_gains_off_the_main_path() -> None:
+    """A residual-closing source norm's gain (small: it damps a branch) never lands on a target cut."""
+    src, tgt = analyze("test_resnet"), analyze("test_efficientnet")
+    plan = plan_for("centre", "test_resnet", "test_efficientnet")
+    written = {op.tgt_key for op in plan.ops}
+    damped = [p for p in plan.pairs if p.src is not None and p.role == "chain" and p.tgt.norm_keys
+              and p.src.index in src.graph.closes_residual and p.tgt.index not in tgt.graph.bypassed]
+    # test_efficientnet's blocks without skip, e.g. blocks.1.0 (16 -> 24 channels, stride 2).
+    assert "blocks.1.0.conv_pwl" in {p.tgt.path for p in damped}
+    for pair in damped:
+        norm = tgt.graph.layer(pair.tgt.path).norm
+        assert f"{norm}.weight" not in written  # the gain keeps the target's init
+        assert {f"{norm}.bias", f"{norm}.running_mean", f"{norm}.running_var"} <= written
+    # Inside residual branches a small gain only damps the branch: ResNet -> ResNet keeps every gain.
+    r50 = plan_for("centre", "resnet18", "resnet50")
+    bn_gains = {f"{n.norm}.weight" for n in analyze("resnet50").chain.layers if n.norm}
+    assert len(bn_gains) == 49 and bn_gains <= {op.tgt_key for op in r50.ops}
 
 
 def test_centre_leaves_layernorm_at_init() -> None:

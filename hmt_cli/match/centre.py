@@ -3,7 +3,8 @@
 * Pairing: exactly :class:`~.stage.StageStrategy`'s: every target chain layer takes the source
   layer at the nearest stage-aware relative depth; shortcuts and gates from their source roles.
 * Tensors: the weight, the bias and, when both norms are of one kind (the same tensor names: BatchNorm
-  to BatchNorm), the attached norm's tensors (affine and running statistics) are written by
+  to BatchNorm), the attached norm's tensors (affine and running statistics; not the gain of a
+  residual-closing source norm onto a norm every signal passes, see ``ops``) are written by
   :mod:`..reshape.centre`: the centred overlap of the source goes
   into the middle of the target's own init, the rest keeps that init. Source values keep their
   trained scale and nothing is duplicated. Because the overlap of two given widths is always the
@@ -47,7 +48,13 @@ class CentreStrategy(StageStrategy):
             ops.append(self._op(t.bias, s.bias, t, s, tgt, src))
         if not with_norm:
             return ops
+        # A gain trained to damp a residual branch (a ResNet's block-final norm: ~0.02-0.07) must not
+        # land on a layer every signal passes (a cut of the graph, e.g. an inverted-residual block
+        # without skip): there it damps the gradient to everything before it ~50x. Its gain stays at init.
+        damping = s.index in src.closes_residual and t.index not in tgt.bypassed
         for leaf, key in tgt_norm.items():
+            if leaf == "weight" and damping:
+                continue
             if leaf in src_norm and len(tgt.param_shapes[key]) == len(src.param_shapes[src_norm[leaf]]):
                 params = (("keep_zero", 1),) if leaf == "weight" else ()  # an untrained zero-init gain
                 ops.append(self._op(key, src_norm[leaf], t, s, tgt, src, params))
