@@ -4,13 +4,15 @@ Building two models on the meta device and tracing them is most of what ``hmt tr
 the I/O floor on a small pair (~0.3 s of ~0.5 s). The result depends only on the model name, its
 constructor arguments and the code that traced it, so it is cached as JSON under
 ``$HMT_CACHE_DIR`` (default ``$XDG_CACHE_HOME/hmt`` or ``~/.cache/hmt``); ``HMT_CACHE_DIR=off``
-disables it.
+disables it. The signal check's measurement of a target's seeded init (per-layer stds on a seeded
+noise batch, a pure function of the same inputs plus the seed) is cached the same way.
 
 The cache can only make a run faster, never different or failing: the key covers the hmt source
 files that produce an analysis plus the torch and timm versions, only registry names are cached
 (``hf-hub:``/``local-dir:`` configs and user factories can change under the same name), and an
 unreadable, corrupt or unwritable entry is ignored. JSON, not pickle: a cache file is data, and
-loading it cannot run code.
+loading it cannot run code. (A reference measured with another thread count can differ in the last
+bits of its floats; that moves no verdict but one sitting exactly on a threshold.)
 """
 
 from __future__ import annotations
@@ -32,7 +34,7 @@ CACHE_ENV = "HMT_CACHE_DIR"
 _FORMAT = 1
 # The modules whose code decides what an analysis contains: editing any of them invalidates the cache.
 _SOURCES = ("models.py", "graph.py", "_graph_build.py", "trace.py", "_fx_trace.py", "_meta_rules.py", "chain.py",
-            "cache.py", "pipeline.py")
+            "cache.py", "pipeline.py", "health.py")
 
 T = TypeVar("T")
 

@@ -26,7 +26,7 @@ from torch import nn
 
 from .plan import TransferPlan
 
-__all__ = ["LayerSignal", "Reference", "rescale", "reference_sizes", "reference", "check", "channel_std",
+__all__ = ["LayerSignal", "Reference", "rescale", "reference_sizes", "reference", "noise", "check", "channel_std",
            "COLLAPSE", "EXPLODE"]
 
 COLLAPSE, EXPLODE = 1e-2, 1e2
@@ -213,20 +213,25 @@ def batch_statistics(model: nn.Module) -> Iterator[bool]:
             m.track_running_stats = tracking
 
 
+def noise(shape: Sequence[int], seed: int) -> torch.Tensor:
+    """The check's input batch: a function of its shape and the seed alone, so a cached
+    :class:`Reference` can regenerate it instead of storing it."""
+    return torch.randn(tuple(shape), generator=torch.Generator().manual_seed(seed))
+
+
 def _reference(
     model: nn.Module, paths: Sequence[str], input_shape: Sequence[int], seed: int, has_batchnorm: bool
 ) -> Reference:
-    gen = torch.Generator().manual_seed(seed)
     chans, *size = input_shape
     small = (chans, *(min(s, CHECK_SIZE) for s in size))
     try:  # convnets take a small batch: the check costs milliseconds, not seconds
-        x = torch.randn((2, *small), generator=gen)
+        x = noise((2, *small), seed)
         with _threads(True):
             return Reference(x, _stds(model, paths, x, None), small=True)
     except Exception:  # fixed-size models (patch embeddings, window attention) need their own size;
         # one image there: its tokens or positions still give every channel a spread to measure.
         # Batch statistics need two values per channel even after global pooling: two images there.
-        x = torch.randn((2 if has_batchnorm else 1, *input_shape), generator=gen)
+        x = noise((2 if has_batchnorm else 1, *input_shape), seed)
         with _threads(False):
             return Reference(x, _stds(model, paths, x, None), small=False)
 

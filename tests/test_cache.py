@@ -6,6 +6,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
+from conftest import invoke_cli, save_state, timm_state
 
 from hmt_cli.cache import cache_key, decode, encode
 from hmt_cli.pipeline import Analysis, analyze
@@ -81,3 +82,29 @@ def test_an_unwritable_cache_does_not_fail_a_run(tmp_path: Path, monkeypatch: py
     monkeypatch.setenv("HMT_CACHE_DIR", str(blocker / "cache"))
     assert analyze("test_resnet").chain.layers
     assert list(tmp_path.iterdir()) == [blocker]
+
+
+def test_the_signal_reference_is_cached_and_changes_nothing(cache: Path, tmp_path: Path,
+                                                            monkeypatch: pytest.MonkeyPatch) -> None:
+    """The init's reference pass runs once per (model, arguments, head, seed); hits give the same bytes."""
+    import hmt_cli.health as health
+
+    weights = save_state(timm_state("test_resnet", seed=1), tmp_path / "src.safetensors")
+    calls = []
+    measured = health.reference
+    monkeypatch.setattr(health, "reference", lambda *a, **k: calls.append(1) or measured(*a, **k))
+
+    def run(name: str, *extra: object) -> bytes:
+        out = tmp_path / name
+        result = invoke_cli("transfer", "--src", "test_resnet", "--src-weights", weights, "--tgt", "test_efficientnet",
+                            "--out", out, "--quiet", *extra)
+        assert result.code == 0, result
+        return out.read_bytes()
+
+    first = run("a.safetensors")
+    assert len(calls) == 1
+    assert run("b.safetensors") == first and len(calls) == 1  # a hit: no reference pass
+    run("c.safetensors", "--seed", 1)
+    assert len(calls) == 2  # another seed is another init
+    monkeypatch.setenv("HMT_CACHE_DIR", "off")
+    assert run("d.safetensors") == first and len(calls) == 3
