@@ -2,7 +2,7 @@
 """The hmt quality benchmark (issue 4): does a transferred start actually help fine-tuning on real data?
 
     python benchmarks/quality.py --profile quick            # <= 20 min on a 2-core CPU
-    python benchmarks/quality.py --profile cpu              # quick + the CNN arm-1 targets, 3 seeds: ~65 min
+    python benchmarks/quality.py --profile cpu              # quick + the CNN arm-1 targets, 3 seeds: ~55 min
     python benchmarks/quality.py --profile full --device cuda   # the protocol, <= 8 min on one H100
     python benchmarks/quality.py --profile smoke --out /tmp/q   # CI structure check, < 1 min
     python benchmarks/quality.py --render benchmarks/results/quality-quick   # re-render md/png from json

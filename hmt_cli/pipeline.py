@@ -47,7 +47,7 @@ class Analysis:
 
 def analyze(name: str, kwargs: dict | None = None, num_classes: int | None = None) -> Analysis:
     """Name -> meta-device model -> graph -> chain (what ``hmt chain`` shows)."""
-    from .cache import cache_key, cached
+    from .cache import cached
     from .chain import find_chain
     from .graph import extract_graph
     from .models import build_model, resolve_model
@@ -59,12 +59,18 @@ def analyze(name: str, kwargs: dict | None = None, num_classes: int | None = Non
         graph = extract_graph(model, name)
         return graph, find_chain(graph), frozenset(n for n, _ in model.named_parameters())
 
-    # Registry names only: a factory's code or a hub config can change behind the same name.
-    plain = spec.is_timm and ":" not in spec.name
-    key = cache_key(kind="analysis", model=spec.name, kwargs=dict(spec.kwargs), num_classes=num_classes) \
-        if plain else None
-    graph, chain, params = cached(key, compute)
+    graph, chain, params = cached(_model_key(spec, "analysis", num_classes=num_classes), compute)
     return Analysis(graph, chain, params)
+
+
+def _model_key(spec: ModelSpec, kind: str, **parts: object) -> str | None:
+    """The cache key of something computed from a model, or ``None`` (not cached) for anything but a
+    timm registry name: a factory's code or a hub config can change behind the same name."""
+    from .cache import cache_key
+
+    if not spec.is_timm or ":" in spec.name:
+        return None
+    return cache_key(kind=kind, model=spec.name, kwargs=dict(spec.kwargs), **parts)
 
 
 def _device(name: str) -> torch.device:
@@ -274,7 +280,7 @@ def transfer(opts: TransferOptions, progress: Callable[[str, int, int], None] | 
 class _InitValues:
     """The target's seeded timm init: built once for the transfer, rebuilt only to revert tensors."""
 
-    def __init__(self, spec: object, num_classes: int | None, seed: int) -> None:
+    def __init__(self, spec: ModelSpec, num_classes: int | None, seed: int) -> None:
         self.spec, self.num_classes, self.seed = spec, num_classes, seed
 
     def build(self) -> torch.nn.Module:
@@ -303,17 +309,14 @@ def _init_reference(spec: ModelSpec, num_classes: int | None, seed: int, model: 
     the noise batch are both seeded), and one forward pass is ~30 ms for a small CNN and ~0.8 s for a
     ViT-L on 2 cores. The noise batch is regenerated from its shape and the seed, not stored.
     """
-    from .cache import cache_key, cached
+    from .cache import cached
     from .health import Reference, noise, reference
 
     def compute() -> dict:
         ref = reference(model, paths, input_shape, seed)
         return {"shape": tuple(ref.x.shape), "small": ref.small, "stds": dict(ref.stds)}
 
-    plain = spec.is_timm and ":" not in spec.name
-    key = cache_key(kind="reference", model=spec.name, kwargs=dict(spec.kwargs), num_classes=num_classes,
-                    seed=seed) if plain else None
-    entry = cached(key, compute)
+    entry = cached(_model_key(spec, "reference", num_classes=num_classes, seed=seed), compute)
     return Reference(noise(entry["shape"], seed), entry["stds"], entry["small"])
 
 
