@@ -3,7 +3,7 @@
 
     python benchmarks/quality.py --profile quick            # <= 20 min on a 2-core CPU
     python benchmarks/quality.py --profile cpu              # quick + the CNN arm-1 targets, 3 seeds: ~55 min
-    python benchmarks/quality.py --profile full --device cuda   # the protocol, <= 8 min on one H100
+    python benchmarks/quality.py --profile full --device cuda --workers 14   # the protocol on one GPU
     python benchmarks/quality.py --profile smoke --out /tmp/q   # CI structure check, < 1 min
     python benchmarks/quality.py --render benchmarks/results/quality-quick   # re-render md/png from json
 
@@ -58,6 +58,7 @@ from benchmarks._quality_inits import (
     upper_init,
 )
 from benchmarks._quality_report import plot_curves, render_markdown
+from benchmarks._quality_shards import merge_shard_results, plan_shards, run_shards, shard_argv, worker_threads
 from benchmarks._quality_train import Runtime, accuracy, train
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -494,8 +495,14 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     p.add_argument(
         "--targets", help="comma-separated targets, replacing the profile's (kwargs from the config)"
     )
+    p.add_argument("--datasets", help="comma-separated datasets of the arm(s), replacing the profile's")
     p.add_argument("--seeds", type=int, help="use seeds 0..N-1 instead of the profile's")
     p.add_argument("--inits", help="comma-separated inits, replacing the profile's (e.g. scratch,strategies)")
+    p.add_argument(
+        "--workers", type=int, default=1,
+        help="run (arm, dataset, target) shards in this many parallel processes sharing the device; "
+        "one wall-clock budget for all (default 1: everything in this process)",
+    )
     p.add_argument("--render", type=Path, metavar="DIR", help="only re-render results.md/curves.png of DIR")
     return p.parse_args(argv)
 
@@ -506,6 +513,9 @@ def _override_arm(arm: ArmConfig, args: argparse.Namespace) -> ArmConfig:
     if args.targets:
         known = {t.name: t for t in arm.targets}
         arm = replace(arm, targets=tuple(known.get(n, TargetSpec(n, {})) for n in args.targets.split(",")))
+    if args.datasets:
+        wanted = args.datasets.split(",")
+        arm = replace(arm, datasets=tuple(d for d in arm.datasets if d.name in wanted))
     if args.seeds:
         arm = replace(arm, seeds=tuple(range(args.seeds)))
     if args.inits:
@@ -530,16 +540,52 @@ def render(folder: Path) -> int:
     return 0
 
 
+def run_sharded(
+    ctx: Context, arms: Sequence[ArmConfig], configs: Sequence[Path], args: argparse.Namespace,
+    results: Results, deadline: float,
+) -> str:
+    """Every (arm, dataset, target) in its own ``quality.py`` process, ``--workers`` at a time, one deadline
+    for all; sources the benchmark pre-trains are trained here first (see benchmarks/_quality_shards.py)."""
+    state = {a.arm: "ready" if a.source.weights is not None else "wait" for a in arms}
+    threads = worker_threads(args.workers)
+
+    def argv_for(shard: Any) -> list[str]:
+        budget = max((deadline - time.perf_counter()) / 60, 0.05)
+        return shard_argv(shard, args, ctx.out, ctx.cache, ctx.shared, budget, threads)
+
+    def train_sources() -> None:  # overlaps the shards of arms whose source is a checkpoint
+        for arm in arms:
+            if state[arm.arm] != "wait":
+                continue
+            try:
+                results.data["sources"][arm.arm] = dict(prepare_source(ctx, arm).info)
+                state[arm.arm] = "ready"
+            except Exception as exc:  # its shards are dropped; the other arms' results still count
+                log(ctx, f"{arm.arm}: source failed: {type(exc).__name__}: {exc}")
+                results.skip(f"source failed: {type(exc).__name__}: {exc}", arm=arm.arm)
+                state[arm.arm] = "drop"
+
+    shards = plan_shards(arms, configs)
+    log(ctx, f"{len(shards)} shards, {args.workers} at a time, {threads} CPU threads each")
+    try:
+        results.data["shards"] = run_shards(shards, argv_for, state.__getitem__, args.workers, deadline,
+                                            ctx.out / "shards", lambda m: log(ctx, m), between=train_sources)
+    finally:  # interrupted too: what the shards finished (each flushes after every run) still counts
+        status = merge_shard_results(results.data, [ctx.out / "shards" / s.name for s in shards])
+    return status
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = parse_args(argv)
     if args.render:
         return render(args.render)
     device = _device(args.device)
-    if device.type == "cpu":
+    if device.type == "cpu" or args.threads:  # on a GPU too when given: shards split the cores between them
         torch.set_num_threads(args.threads or len(os.sched_getaffinity(0)))
     else:
         torch.backends.cudnn.benchmark = True  # GPU runs are not bit-deterministic anyway
-    arms = [_override_arm(load_arm(path, args.profile), args) for path in (args.config or DEFAULT_CONFIGS)]
+    configs = [path.resolve() for path in (args.config or DEFAULT_CONFIGS)]
+    arms = [_override_arm(load_arm(path, args.profile), args) for path in configs]
     out = args.out or REPO_ROOT / "benchmarks" / "results" / f"quality-{args.profile}"
     cache = args.cache or out / "cache"
     cache.mkdir(parents=True, exist_ok=True)
@@ -578,13 +624,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     status = "complete"
     deadline = ctx.started
     try:
-        for arm in arms:
+        if args.workers > 1:
+            status = run_sharded(ctx, arms, configs, args, results, ctx.started + 60 * planned * scale)
+        for arm in arms if args.workers <= 1 else ():
             deadline += 60 * arm.budget_min * scale  # time an arm leaves unused goes to the next one
             log(ctx, f"{arm.arm} ({args.profile}): {arm.description}")
             source = prepare_source(ctx, arm)
             results.data["sources"][arm.arm] = dict(source.info)
             Runner(ctx, arm, source, results, deadline).run_all()
-        if any(s["reason"].startswith("budget") for s in results.data["skipped"]):
+        if status == "complete" and any(s["reason"].startswith("budget") for s in results.data["skipped"]):
             status = "partial"
     except KeyboardInterrupt:
         status = "interrupted"

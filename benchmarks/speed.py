@@ -216,11 +216,20 @@ def cuda_check(pair: Pair, weights: Path, scratch: Path) -> dict[str, Any]:
         out = scratch / f"check-{device}.safetensors"
         cmd = [*hmt_command(), "transfer", "--src", pair.src, "--src-weights", str(weights), "--tgt", pair.tgt,
                "--out", str(out), "--device", device, "--json", "--force"]
-        subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        _run_checked(cmd)
         outs[device] = out
     probe = [sys.executable, __file__, "_stage", pair.src, pair.tgt, str(weights)]
-    stage = json.loads(subprocess.run(probe, check=True, capture_output=True, text=True).stdout)
+    stage = json.loads(_run_checked(probe))
     return {**compare_files(outs["cpu"], outs["cuda"]), **stage}
+
+
+def _run_checked(cmd: list[str]) -> str:
+    """stdout of ``cmd``; a failure raises with the last lines of its stderr, not just an exit code."""
+    proc = subprocess.run(cmd, check=False, capture_output=True, text=True)
+    if proc.returncode != 0:
+        tail = " | ".join(proc.stderr.strip().splitlines()[-3:])
+        raise RuntimeError(f"{' '.join(cmd[:4])} ... exited {proc.returncode}: {tail}")
+    return proc.stdout
 
 
 def compare_files(a: Path, b: Path) -> dict[str, Any]:
@@ -249,11 +258,12 @@ def stage_times(src: str, tgt: str, weights: Path, devices: tuple[str, ...] = ("
     from hmt_cli.apply import apply_plan
     from hmt_cli.io import open_weights
     from hmt_cli.match import get_strategy
+    from hmt_cli.options import DEFAULT_STRATEGY
     from hmt_cli.pipeline import analyze
     from hmt_cli.plan import make_plan
 
     s, t = analyze(src), analyze(tgt)
-    plan = make_plan(get_strategy("paper"), s.graph, s.chain, t.graph, t.chain)
+    plan = make_plan(get_strategy(DEFAULT_STRATEGY), s.graph, s.chain, t.graph, t.chain)
     source = open_weights(weights)
     state = timm_state(tgt)  # apply replaces entries, never mutates them: a dict copy per run is enough
     times: dict[str, float] = {}
@@ -396,10 +406,19 @@ def markdown(doc: dict[str, Any]) -> str:
     ]
     cuda_rows = [r for r in doc["pairs"] if r.get("cuda")]
     if cuda_rows:
-        lines += ["", "## CUDA vs CPU", "", "| pair | bitwise | max rel err | stage cpu s | stage cuda s |",
-                  "|---|---|---|---|---|"]
-        lines += [f"| {r['pair']} | {r['cuda'].get('bitwise')} | {r['cuda'].get('max_rel_err')} | "
-                  f"{r['cuda'].get('stage_cpu_s', '-')} | {r['cuda'].get('stage_cuda_s', '-')} |" for r in cuda_rows]
+        lines += ["", "## CUDA vs CPU", "",
+                  f"Output files compared tensor by tensor (target: bitwise, or max relative error <= {REL_TOL}); "
+                  "stage = `apply_plan` alone (the transfer arithmetic, source read lazily from a warm page "
+                  "cache), median of 3 after a warm-up, default strategy.", "",
+                  "| pair | bitwise | max rel err | within tol | stage cpu s | stage cuda s | cuda speed-up |",
+                  "|---|---|---|---|---|---|---|"]
+        for r in cuda_rows:
+            c = r["cuda"]
+            cpu_s, cuda_s = c.get("stage_cpu_s"), c.get("stage_cuda_s")
+            speedup = f"{cpu_s / cuda_s:.2f}x" if cpu_s and cuda_s else "-"
+            lines.append(f"| {r['pair']} | {c.get('bitwise')} | {c.get('max_rel_err')} | {c.get('within_tol')} | "
+                         f"{cpu_s if cpu_s is not None else '-'} | {cuda_s if cuda_s is not None else '-'} | "
+                         f"{speedup} |")
     return "\n".join(lines) + "\n"
 
 
@@ -426,6 +445,11 @@ def run_pair(pair: Pair, args: argparse.Namespace, has_cuda: bool) -> PairResult
     weights = ensure_weights(pair.src, args.cache)
     scratch = Path(tempfile.mkdtemp(prefix=f"speed-{pair.key}-", dir=args.cache))
     try:
+        if args.cuda_only and pair.device == "cpu":  # the GPU checks alone: no timed rounds
+            if not has_cuda:
+                return PairResult(pair, status="skipped", reason="--cuda-only without a CUDA device")
+            return PairResult(pair, status="cuda-only", reason="timing skipped (--cuda-only)",
+                              cuda=cuda_check(pair, weights, scratch))
         result = time_pair(pair, weights, scratch, args.runs or pair.runs, args.gc_tuned_floor)
         if has_cuda and pair.device == "cpu":
             result.cuda = cuda_check(pair, weights, scratch)
@@ -446,6 +470,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--gc-tuned-floor", action="store_true",
                         help="floor and import baseline skip garbage collection of the imports (floor.py --gc-tuned); "
                         "the fair floor once hmt does the same")
+    parser.add_argument("--cuda-only", action="store_true",
+                        help="CPU pairs: only the CUDA checks (output equality, stage times), no timed rounds; "
+                        "CUDA pairs are timed as usual")
     parser.add_argument("--render", type=Path, metavar="JSON",
                         help="only recompute the table of an earlier speed.json from its samples (no timing)")
     args = parser.parse_args(argv)
@@ -492,15 +519,16 @@ def main(argv: list[str] | None = None) -> None:
         "floor_mode": "gc-tuned" if args.gc_tuned_floor else "plain",
         "imports_baseline": IMPORTS_GC_TUNED if args.gc_tuned_floor else IMPORTS,
     }
-    rows = []
+    rows: list[dict[str, Any]] = []
+    doc["pairs"] = rows
+    args.results.mkdir(parents=True, exist_ok=True)
     for pair in args.selected:
         print(f"{pair.key}: {pair.src} -> {pair.tgt} ({pair.device})", file=sys.stderr)
         rows.append(summarize(run_pair(pair, args, has_cuda)))
-    doc["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
-    doc["pairs"] = rows
-    args.results.mkdir(parents=True, exist_ok=True)
-    (args.results / "speed.json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-    (args.results / "speed.md").write_text(markdown(doc), encoding="utf-8")
+        doc["loadavg_after"] = [round(x, 2) for x in os.getloadavg()]
+        # after every pair: a run stopped part-way still leaves the pairs it finished
+        (args.results / "speed.json").write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+        (args.results / "speed.md").write_text(markdown(doc), encoding="utf-8")
     print_table(rows)
     print(f"wrote {args.results / 'speed.json'} and {args.results / 'speed.md'}", file=sys.stderr)
 
