@@ -34,8 +34,9 @@ class Group:
     early_mean: float | None
     early_std: float | None
     frac_written: float | None
-    gain: float | None = None  # final_mean - scratch final_mean, in accuracy points (fraction)
-    recovery: float | None = None  # gain / (upper - scratch)
+    gain: float | None = None  # mean over paired seeds of final - scratch's final (fraction)
+    recovery: float | None = None  # gain / (upper - scratch), each paired by seed
+    gain_seeds: int = 0  # seeds the gain is paired over: fewer than n when a budget cut left scratch short
 
 
 def _mean_std(values: Sequence[float]) -> tuple[float | None, float | None]:
@@ -51,6 +52,20 @@ def _init_rank(init: str) -> tuple[int, str]:
     return {"dpiat": 8, "upper": 9}.get(init, 5), init
 
 
+def _paired_diff(a: Sequence[Mapping[str, Any]], b: Sequence[Mapping[str, Any]]) -> tuple[float | None, int]:
+    """Mean of a's final accuracy minus b's over the seeds both have, and how many that is.
+
+    Paired, not a difference of means: a run cut by its budget can leave one init with seeds another
+    lacks, and seed-to-seed spread (several points on these few-shot tasks) would then pass for a gain.
+    With every seed present the two are the same number."""
+    fa = {r["seed"]: r["acc_final"] for r in a if r.get("acc_final") is not None}
+    fb = {r["seed"]: r["acc_final"] for r in b if r.get("acc_final") is not None}
+    common = sorted(fa.keys() & fb.keys())
+    if not common:
+        return None, 0
+    return statistics.fmean(fa[s] - fb[s] for s in common), len(common)
+
+
 def summarize(runs: Iterable[Mapping[str, Any]]) -> list[Group]:
     buckets: dict[tuple[str, str, str, str], list[Mapping[str, Any]]] = defaultdict(list)
     for run in runs:
@@ -62,13 +77,13 @@ def summarize(runs: Iterable[Mapping[str, Any]]) -> list[Group]:
         frac, _ = _mean_std([r.get("frac_params_written") for r in rows])
         base[key] = Group(*key, len(rows), final_mean or 0.0, final_std, early_mean, early_std, frac)
     out = []
-    for (arm, ds, tgt, _init), g in base.items():
-        scratch = base.get((arm, ds, tgt, "scratch"))
-        upper = base.get((arm, ds, tgt, "upper"))
-        gain = g.final_mean - scratch.final_mean if scratch else None
-        headroom = upper.final_mean - scratch.final_mean if upper and scratch else None
+    for (arm, ds, tgt, init), g in base.items():
+        scratch = buckets.get((arm, ds, tgt, "scratch"), [])
+        upper = buckets.get((arm, ds, tgt, "upper"), [])
+        gain, paired = _paired_diff(buckets[(arm, ds, tgt, init)], scratch)
+        headroom, _ = _paired_diff(upper, scratch)
         recovery = gain / headroom if gain is not None and headroom and headroom > 0 else None
-        out.append(Group(**{**g.__dict__, "gain": gain, "recovery": recovery}))
+        out.append(Group(**{**g.__dict__, "gain": gain, "recovery": recovery, "gain_seeds": paired}))
     return sorted(out, key=lambda g: (g.arm, g.dataset, g.target, _init_rank(g.init)))
 
 
@@ -91,10 +106,12 @@ def _detail_table(groups: Sequence[Group], early_epoch: Any) -> list[str]:
     for g in groups:
         recovery = "—" if g.recovery is None else f"{g.recovery:.2f}"
         written = "—" if g.frac_written is None else f"{100 * g.frac_written:.1f}%"
+        gain = _signed(g.gain if g.init != "scratch" else None)
+        if g.init != "scratch" and g.gain is not None and g.gain_seeds < g.n:
+            gain += f" ({g.gain_seeds} paired)"  # a budget cut left scratch without some of these seeds
         lines.append(
             f"| {g.target} | {g.init} | {g.n} | {_pct(g.final_mean, g.final_std)} | "
-            f"{_pct(g.early_mean, g.early_std)} | {_signed(g.gain if g.init != 'scratch' else None)} | "
-            f"{recovery} | {written} |"
+            f"{_pct(g.early_mean, g.early_std)} | {gain} | {recovery} | {written} |"
         )
     return lines
 
@@ -131,6 +148,7 @@ def render_markdown(results: Mapping[str, Any]) -> str:
         "",
         *([f"Command: `{results['command']}`", ""] if results.get("command") else []),
         "Accuracies are top-1 in % (mean ± sample std over seeds). *gain* = final accuracy minus scratch's, "
+        "paired by seed (over the seeds both finished; '(k paired)' when that is fewer than the init's), "
         "*recovery* = (init - scratch) / (upper - scratch), *params written* = fraction of the target's "
         "parameters the init wrote (hmt: `TransferReport.frac_params_written`; dpiat: elements it changed; "
         "upper: everything but the head).",

@@ -63,10 +63,10 @@ def shard_argv(
         "--out", str(out / "shards" / shard.name), "--cache", str(cache), "--shared", str(shared),
         "--device", args.device, "--budget-min", f"{budget_min:.3f}", "--threads", str(threads),
     ]  # fmt: skip
-    for flag in ("seeds", "inits", "strategies"):
+    for flag in ("seeds", "inits", "strategies", "eval_every"):
         value = getattr(args, flag)
         if value:
-            argv += [f"--{flag}", str(value)]
+            argv += [f"--{flag.replace('_', '-')}", str(value)]
     return argv
 
 

@@ -40,33 +40,29 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-@pytest.fixture(scope="module")
-def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
-    out = tmp_path_factory.mktemp("quality-smoke")
+def _run_smoke(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     env = {k: v for k, v in os.environ.items() if k != "HMT_DEBUG"} | {
         "HF_HUB_OFFLINE": "1",
         "HMT_SHARED": str(SHARED),
     }
     # The budget is a safety net for loaded CI machines; on an idle 2-core box the run takes ~30 s.
     proc = subprocess.run(
-        [
-            sys.executable,
-            "benchmarks/quality.py",
-            "--profile",
-            "smoke",
-            "--out",
-            str(out),
-            "--budget-min",
-            "5",
-        ],
+        [sys.executable, "benchmarks/quality.py", "--profile", "smoke", "--out", str(out), "--budget-min", "5",
+         *extra],
         cwd=REPO,
         env=env,
         capture_output=True,
         text=True,
         timeout=300,
-    )
+    )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
-    return out, proc
+    return proc
+
+
+@pytest.fixture(scope="module")
+def smoke(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess[str]]:
+    out = tmp_path_factory.mktemp("quality-smoke")
+    return out, _run_smoke(out)
 
 
 def _results(out: Path) -> dict:
@@ -134,3 +130,23 @@ def test_source_checkpoint_is_cached_and_ignored_by_git(
     cache = smoke[0] / "cache"
     assert list(cache.glob("pretrain-resnet18-*.safetensors"))
     assert (cache / ".gitignore").read_text().strip() == "*"
+
+
+def test_workers_run_the_same_plan_in_parallel_shards(
+    smoke: tuple[Path, subprocess.CompletedProcess[str]], tmp_path: Path
+) -> None:
+    """``--workers 2``: one process per (arm, dataset, target), merged into one results.json with the same runs
+    (the source is pre-trained once, by the parent, and read from the shared cache by its shards)."""
+    _run_smoke(tmp_path, "--workers", "2", "--cache", str(smoke[0] / "cache"))
+    serial, sharded = _results(smoke[0]), _results(tmp_path)
+    assert sharded["status"] == "complete", sharded["skipped"]
+
+    def key(r: dict) -> tuple:
+        return r["arm"], r["dataset"], r["target"], r["init"], r["seed"]
+
+    assert sorted(map(key, sharded["runs"])) == sorted(map(key, serial["runs"]))
+    assert {s["name"] for s in sharded["shards"]} == {"arm1-cifar10_odd-test_resnet", "arm2-fashion_mnist-test_resnet"}
+    assert all(s["returncode"] == 0 for s in sharded["shards"])
+    assert set(sharded["sources"]) >= {"arm1", "arm2", "arm1/upper"}
+    assert (tmp_path / "shards" / "arm2-fashion_mnist-test_resnet" / "results.json").is_file()
+    assert "| target | init | seeds | final acc % |" in (tmp_path / "results.md").read_text()
