@@ -97,8 +97,39 @@ def run_shards(
     pending: list[Shard] = list(shards)
     running: list[_Running] = []
     done: list[dict[str, Any]] = []
+    called_between = False
     try:
-        _loop(pending, running, done, argv_for, readiness, workers, deadline, logs, say, between)
+        while pending or running:
+            for shard in [s for s in pending if readiness(s.arm) == "drop"]:
+                pending.remove(shard)
+                done.append({"name": shard.name, "returncode": None, "wall_s": 0.0, "log": None,
+                             "reason": "not run: its arm's source could not be prepared"})  # fmt: skip
+            for shard in [s for s in pending if readiness(s.arm) == "ready"]:
+                if len(running) >= workers:
+                    break
+                pending.remove(shard)
+                log = open(logs / f"{shard.name}.log", "wb")  # noqa: SIM115 -- closed when the shard ends
+                proc = subprocess.Popen(argv_for(shard), stdout=log, stderr=subprocess.STDOUT)
+                running.append(_Running(shard, proc, time.perf_counter(), log))
+                say(f"shard {shard.name} started (pid {proc.pid})")
+            if not called_between:
+                called_between = True
+                between()
+                continue
+            if time.perf_counter() > deadline + GRACE_S:
+                for r in running:
+                    r.proc.send_signal(signal.SIGTERM)
+                pending.clear()
+            for r in [r for r in running if r.proc.poll() is not None]:
+                running.remove(r)
+                r.log.close()
+                wall = time.perf_counter() - r.started
+                done.append({"name": r.shard.name, "returncode": r.proc.returncode, "wall_s": round(wall, 1),
+                             "log": str(logs / f"{r.shard.name}.log")})  # fmt: skip
+                say(f"shard {r.shard.name} finished: exit {r.proc.returncode} after {wall:.0f}s")
+            if pending and not running and all(readiness(s.arm) == "wait" for s in pending):
+                raise RuntimeError(f"shards {[s.name for s in pending]} wait for a source that is never prepared")
+            time.sleep(0.5)
     finally:  # Ctrl-C / SIGTERM of the parent, or an error: no shard outlives it
         for r in running:
             r.proc.send_signal(signal.SIGTERM)
@@ -108,73 +139,27 @@ def run_shards(
     return done
 
 
-def _loop(
-    pending: list[Shard],
-    running: list[_Running],
-    done: list[dict[str, Any]],
-    argv_for: Callable[[Shard], list[str]],
-    readiness: Callable[[str], str],
-    workers: int,
-    deadline: float,
-    logs: Path,
-    say: Callable[[str], None],
-    between: Callable[[], None],
-) -> None:
-    called_between = False
-    while pending or running:
-        for shard in [s for s in pending if readiness(s.arm) == "drop"]:
-            pending.remove(shard)
-            done.append({"name": shard.name, "returncode": None, "wall_s": 0.0, "log": None,
-                         "reason": "not run: its arm's source could not be prepared"})  # fmt: skip
-        for shard in [s for s in pending if readiness(s.arm) == "ready"]:
-            if len(running) >= workers:
-                break
-            pending.remove(shard)
-            log = open(logs / f"{shard.name}.log", "wb")  # noqa: SIM115 -- closed when the shard ends
-            proc = subprocess.Popen(argv_for(shard), stdout=log, stderr=subprocess.STDOUT)
-            running.append(_Running(shard, proc, time.perf_counter(), log))
-            say(f"shard {shard.name} started (pid {proc.pid})")
-        if not called_between:
-            called_between = True
-            between()
-            continue
-        if time.perf_counter() > deadline + GRACE_S:
-            for r in running:
-                r.proc.send_signal(signal.SIGTERM)
-            pending.clear()
-        for r in list(running):
-            code = r.proc.poll()
-            if code is None:
-                continue
-            running.remove(r)
-            r.log.close()
-            wall = time.perf_counter() - r.started
-            done.append({"name": r.shard.name, "returncode": code, "wall_s": round(wall, 1),
-                         "log": str(logs / f"{r.shard.name}.log")})  # fmt: skip
-            say(f"shard {r.shard.name} finished: exit {code} after {wall:.0f}s")
-        if pending and not running and called_between and all(readiness(s.arm) == "wait" for s in pending):
-            raise RuntimeError(f"shards {[s.name for s in pending]} wait for a source that is never prepared")
-        time.sleep(0.5)
-
-
 def merge_shard_results(data: dict[str, Any], folders: Sequence[Path]) -> str:
     """Fold each shard's ``results.json`` into ``data`` (runs, skips, sources); the merged status:
     ``complete`` only when every shard completed."""
-    status = "complete"
+    statuses = []
     for folder in folders:
         path = folder / "results.json"
         if not path.exists():
             data["skipped"].append({"shard": folder.name, "reason": "shard wrote no results.json"})
-            status = "partial"
+            statuses.append("partial")
             continue
         shard = json.loads(path.read_text(encoding="utf-8"))
         data["runs"].extend(shard.get("runs", []))
         data["skipped"].extend(shard.get("skipped", []))
         for key, info in shard.get("sources", {}).items():
             _merge_source(data["sources"], key, info)
-        if shard.get("status") != "complete":
-            status = "interrupted" if shard.get("status") == "interrupted" else "partial"
-    return status
+        statuses.append(shard.get("status", "partial"))
+    # the worst one wins, whatever the order: an interrupted shard is not hidden by a later partial one
+    for worst in ("interrupted", "partial"):
+        if worst in statuses:
+            return worst
+    return "complete" if all(s == "complete" for s in statuses) else "partial"
 
 
 def _merge_source(sources: dict[str, Any], key: str, info: Mapping[str, Any]) -> None:

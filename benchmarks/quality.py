@@ -633,12 +633,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.workers > 1:
             status = run_sharded(ctx, arms, configs, args, results, ctx.started + 60 * planned * scale)
-        for arm in arms if args.workers <= 1 else ():
-            deadline += 60 * arm.budget_min * scale  # time an arm leaves unused goes to the next one
-            log(ctx, f"{arm.arm} ({args.profile}): {arm.description}")
-            source = prepare_source(ctx, arm)
-            results.data["sources"][arm.arm] = dict(source.info)
-            Runner(ctx, arm, source, results, deadline).run_all()
+        else:
+            for arm in arms:
+                deadline += 60 * arm.budget_min * scale  # time an arm leaves unused goes to the next one
+                log(ctx, f"{arm.arm} ({args.profile}): {arm.description}")
+                source = prepare_source(ctx, arm)
+                results.data["sources"][arm.arm] = dict(source.info)
+                Runner(ctx, arm, source, results, deadline).run_all()
         if status == "complete" and any(s["reason"].startswith("budget") for s in results.data["skipped"]):
             status = "partial"
     except KeyboardInterrupt:

@@ -265,7 +265,8 @@ def stage_times(src: str, tgt: str, weights: Path, devices: tuple[str, ...] = ("
     s, t = analyze(src), analyze(tgt)
     plan = make_plan(get_strategy(DEFAULT_STRATEGY), s.graph, s.chain, t.graph, t.chain)
     source = open_weights(weights)
-    state = timm_state(tgt)  # apply replaces entries, never mutates them: a dict copy per run is enough
+    state = timm_state(tgt)  # apply writes into these tensors in place: later runs start from the last output,
+    # which changes the values apply reads as a base, not the work it does
     times: dict[str, float] = {}
     for name in devices:
         device = torch.device(name)

@@ -130,3 +130,11 @@ def test_gain_with_every_seed_equals_the_difference_of_means() -> None:
     centre = {g.init: g for g in summarize(runs)}["centre"]
     assert centre.gain == pytest.approx((0.47 + 0.52 + 0.50 - 0.40 - 0.50 - 0.45) / 3)
     assert centre.gain_seeds == 3
+
+
+def test_merge_keeps_interrupted_over_a_later_partial_shard(tmp_path: Path) -> None:
+    for name, status in (("a", "interrupted"), ("b", "partial"), ("c", "complete")):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "results.json").write_text(json.dumps({"status": status, "runs": [], "skipped": []}))
+    data: dict = {"runs": [], "skipped": [], "sources": {}}
+    assert shards.merge_shard_results(data, [tmp_path / n for n in "abc"]) == "interrupted"
