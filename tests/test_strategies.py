@@ -60,6 +60,20 @@ def test_centre_keeps_damping_gains_off_the_main_path() -> None:
     assert len(bn_gains) == 49 and bn_gains <= {op.tgt_key for op in r50.ops}
 
 
+@pytest.mark.parametrize("strategy", ["stage", "centre"])
+def test_input_layer_takes_the_input_layer(strategy: str) -> None:
+    """A CIFAR ResNet runs its first stage at full resolution, a timm target at 1/2: by relative depth
+    alone the target's stem took layer1.0.conv1 and read three of its 16 input channels as RGB."""
+    plan = plan_for(strategy, "benchmarks.cifar_resnet:resnet20", "test_efficientnet")
+    chain = [p for p in plan.pairs if p.role == "chain"]
+    assert (chain[0].tgt.path, chain[0].src.path, chain[0].note) == ("conv_stem", "conv1", "input layer")
+    assert all(p.src is not None and p.src.path != "conv1" for p in chain[1:])
+    # Stems that read different inputs (1 channel vs RGB) are not anchored: relative depth decides.
+    s, t = analyze("benchmarks.cifar_resnet:resnet20"), analyze("test_efficientnet", {"in_chans": 1})
+    gray = make_plan(get_strategy(strategy), s.graph, s.chain, t.graph, t.chain)
+    assert gray.pairs[0].note != "input layer" and gray.pairs[0].src.path == "layer1.0.conv1"
+
+
 def test_centre_leaves_layernorm_at_init() -> None:
     """A BatchNorm's trained affine is no LayerNorm's: measured to cost convnext_atto 11 points."""
     plan = plan_for("centre", "resnet18", "convnext_atto")

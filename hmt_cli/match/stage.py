@@ -40,6 +40,22 @@ def _pick(value: float, tgt: LayerNode, cands: list[LayerNode], where: list[floa
     return best
 
 
+def _reads_input(node: LayerNode, graph: LayerGraph) -> bool:
+    return not any(e.dst == node.index for e in graph.edges)
+
+
+def _input_anchor(src: Chain, tgt: Chain, src_graph: LayerGraph, tgt_graph: LayerGraph) -> bool:
+    """Both chains start at a layer that reads the model input, with as many input channels (RGB).
+
+    Relative depth alone can hand a target's stem a mid-network conv when the two networks split
+    their resolutions differently (a CIFAR ResNet's first stage runs at full resolution, a timm
+    target's at 1/2): its middle 3 input channels are then read as RGB filters, which they are not.
+    """
+    s, t = src.layers[0], tgt.layers[0]
+    return (len(s.shape) >= 2 and len(t.shape) >= 2 and s.shape[1] * s.groups == t.shape[1] * t.groups
+            and _reads_input(s, src_graph) and _reads_input(t, tgt_graph))
+
+
 class StageStrategy:
     name = "stage"
     summary = ("every target layer <- source layer at the same stage-aware depth; group-aware channels; "
@@ -50,9 +66,17 @@ class StageStrategy:
         pairs: list[LayerPair] = []
         if src.layers:
             src_pos = progress(src.layers)
-            for t, p in zip(tgt.layers, progress(tgt.layers), strict=True):
-                s = src.layers[_pick(p, t, list(src.layers), src_pos)]
-                pairs.append(LayerPair(t, s, score=1.0))
+            cands, where = list(src.layers), src_pos
+            anchored = _input_anchor(src, tgt, src_graph, tgt_graph)
+            if anchored and len(cands) > 1:
+                # The source's input layer is the only one whose filters read pixels: it goes to the
+                # target's input layer and nowhere else (its few input channels are no use to others).
+                cands, where = cands[1:], where[1:]
+            for i, (t, p) in enumerate(zip(tgt.layers, progress(tgt.layers), strict=True)):
+                if anchored and i == 0:
+                    pairs.append(LayerPair(t, src.layers[0], note="input layer"))
+                    continue
+                pairs.append(LayerPair(t, cands[_pick(p, t, cands, where)], score=1.0))
         else:
             pairs = [LayerPair(t, None, note="empty source chain") for t in tgt.layers]
         pairs += self._off_chain(src, tgt, src_graph, tgt_graph)
