@@ -7,8 +7,9 @@ sooner. Every shard is an ordinary ``quality.py`` invocation restricted with ``-
 ``--targets``, writing its own results folder; the parent merges them into one ``results.json``.
 
 What must not run twice is trained first, in the parent: an arm whose source is pre-trained by the
-benchmark launches its shards only once that source is in the cache. Each target's ``upper`` is pre-trained
-inside its own shard (one shard per target and arm 1 has one dataset, so no two shards train the same one).
+benchmark launches its shards only once that source is in the cache. A target's ``upper`` runs are a shard
+of their own, launched first and without waiting for the source (pre-training the target is the longest
+single job, and it needs no source); arm 1 has one dataset, so no two shards pre-train the same target.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Shard", "plan_shards", "shard_argv", "run_shards", "merge_shard_results"]
+__all__ = ["Shard", "SOURCE_FREE_INITS", "plan_shards", "shard_argv", "run_shards", "merge_shard_results"]
 
 GRACE_S = 90.0  # after the deadline a shard finishes the run it is in (its own budget stops new ones)
 
@@ -36,19 +37,32 @@ class Shard:
     config: Path
     dataset: str
     target: str
-    cost: int  # launch order, most expensive first: a target with an `upper` pre-trains it too
+    cost: int  # launch order, most expensive first: an `upper` shard pre-trains its target
+    inits: str = ""  # comma-separated inits of this shard; "" = the run's own
+    needs_source: bool = True  # waits until its arm's source is prepared
+
+
+# Inits that never read the source: a shard of only these starts at once.
+SOURCE_FREE_INITS = frozenset({"scratch", "upper"})
 
 
 def plan_shards(arms: Sequence[Any], configs: Sequence[Path]) -> list[Shard]:
-    """One shard per (arm, dataset, target), the expensive ones first."""
+    """One shard per (arm, dataset, target), plus one per target's ``upper`` runs; the expensive ones first."""
     shards = []
     for arm, config in zip(arms, configs, strict=True):
         for ds in arm.datasets:
             for target in arm.targets:
-                upper = "upper" in arm.inits and arm.has_upper(target.name)
-                shards.append(
-                    Shard(f"{arm.arm}-{ds.name}-{target.name}", arm.arm, config, ds.name, target.name, int(upper))
-                )
+                name = f"{arm.arm}-{ds.name}-{target.name}"
+                others = [i for i in arm.inits if i != "upper"]
+                if "upper" in arm.inits and arm.has_upper(target.name):
+                    shards.append(Shard(f"{name}-upper", arm.arm, config, ds.name, target.name, 1, "upper", False))
+                    if not others:
+                        continue
+                    inits = ",".join(others)
+                else:
+                    inits = ""
+                needs = any(i not in SOURCE_FREE_INITS for i in others)
+                shards.append(Shard(name, arm.arm, config, ds.name, target.name, 0, inits, needs))
     return sorted(shards, key=lambda s: -s.cost)  # stable: the config's order within a cost
 
 
@@ -64,7 +78,7 @@ def shard_argv(
         "--device", args.device, "--budget-min", f"{budget_min:.3f}", "--threads", str(threads),
     ]  # fmt: skip
     for flag in ("seeds", "inits", "strategies", "eval_every"):
-        value = getattr(args, flag)
+        value = shard.inits if flag == "inits" and shard.inits else getattr(args, flag)
         if value:
             argv += [f"--{flag.replace('_', '-')}", str(value)]
     return argv
@@ -81,7 +95,7 @@ class _Running:
 def run_shards(
     shards: Sequence[Shard],
     argv_for: Callable[[Shard], list[str]],
-    readiness: Callable[[str], str],
+    readiness: Callable[[Shard], str],
     workers: int,
     deadline: float,
     logs: Path,
@@ -91,8 +105,8 @@ def run_shards(
     """Launch shards as their arm becomes ready and a worker is free; wait for all, or stop them
     (SIGTERM: they write partial results) ``GRACE_S`` after ``deadline``. ``between()`` is called once
     after the first launches: the parent's own work (pre-training a source) overlaps the ready shards.
-    ``readiness(arm)`` is "ready", "wait" (its source is still being trained) or "drop" (it failed: the
-    arm's shards are recorded as not run). Returns one record per shard: name, exit code, wall seconds, log."""
+    ``readiness(shard)`` is "ready", "wait" (its arm's source is still being trained) or "drop" (it failed:
+    the shard is recorded as not run). Returns one record per shard: name, exit code, wall seconds, log."""
     logs.mkdir(parents=True, exist_ok=True)
     pending: list[Shard] = list(shards)
     running: list[_Running] = []
@@ -100,11 +114,11 @@ def run_shards(
     called_between = False
     try:
         while pending or running:
-            for shard in [s for s in pending if readiness(s.arm) == "drop"]:
+            for shard in [s for s in pending if readiness(s) == "drop"]:
                 pending.remove(shard)
                 done.append({"name": shard.name, "returncode": None, "wall_s": 0.0, "log": None,
                              "reason": "not run: its arm's source could not be prepared"})  # fmt: skip
-            for shard in [s for s in pending if readiness(s.arm) == "ready"]:
+            for shard in [s for s in pending if readiness(s) == "ready"]:
                 if len(running) >= workers:
                     break
                 pending.remove(shard)
@@ -127,7 +141,7 @@ def run_shards(
                 done.append({"name": r.shard.name, "returncode": r.proc.returncode, "wall_s": round(wall, 1),
                              "log": str(logs / f"{r.shard.name}.log")})  # fmt: skip
                 say(f"shard {r.shard.name} finished: exit {r.proc.returncode} after {wall:.0f}s")
-            if pending and not running and all(readiness(s.arm) == "wait" for s in pending):
+            if pending and not running and all(readiness(s) == "wait" for s in pending):
                 raise RuntimeError(f"shards {[s.name for s in pending]} wait for a source that is never prepared")
             time.sleep(0.5)
     finally:  # Ctrl-C / SIGTERM of the parent, or an error: no shard outlives it

@@ -58,7 +58,14 @@ from benchmarks._quality_inits import (
     upper_init,
 )
 from benchmarks._quality_report import plot_curves, render_markdown
-from benchmarks._quality_shards import merge_shard_results, plan_shards, run_shards, shard_argv, worker_threads
+from benchmarks._quality_shards import (
+    SOURCE_FREE_INITS,
+    merge_shard_results,
+    plan_shards,
+    run_shards,
+    shard_argv,
+    worker_threads,
+)
 from benchmarks._quality_train import Runtime, accuracy, train
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -310,9 +317,9 @@ class Runner:
     """Runs every (seed, dataset, target, init) of one arm within its deadline."""
 
     def __init__(
-        self, ctx: Context, arm: ArmConfig, source: Source, results: Results, deadline: float
+        self, ctx: Context, arm: ArmConfig, source: Source | None, results: Results, deadline: float
     ) -> None:
-        self.ctx, self.arm, self.source, self.results, self.deadline = ctx, arm, source, results, deadline
+        self._src, self.ctx, self.arm, self.results, self.deadline = source, ctx, arm, results, deadline
         self.inits = expand_inits(arm.inits, ctx.strategies)
         self._data: dict[tuple[str, bool, int], ImageSet] = {}
         self._heads: dict[tuple[str, int, int], dict[str, torch.Tensor]] = {}
@@ -339,6 +346,12 @@ class Runner:
         if key not in self._heads:
             self._heads[key] = head_state(create_target(target, num_classes, seed))
         return self._heads[key]
+
+    @property
+    def source(self) -> Source:
+        if self._src is None:  # only scratch/upper runs are planned without a source
+            raise RuntimeError(f"{self.arm.arm}: this run needs the source, which was not prepared")
+        return self._src
 
     def source_model(self) -> nn.Module:
         if self._source_model is None:
@@ -575,7 +588,10 @@ def run_sharded(
     shards = plan_shards(arms, configs)
     log(ctx, f"{len(shards)} shards, {args.workers} at a time, {threads} CPU threads each")
     try:
-        results.data["shards"] = run_shards(shards, argv_for, state.__getitem__, args.workers, deadline,
+        def readiness(shard: Any) -> str:
+            return state[shard.arm] if shard.needs_source else "ready"
+
+        results.data["shards"] = run_shards(shards, argv_for, readiness, args.workers, deadline,
                                             ctx.out / "shards", lambda m: log(ctx, m), between=train_sources)
     finally:  # interrupted too: what the shards finished (each flushes after every run) still counts
         status = merge_shard_results(results.data, [ctx.out / "shards" / s.name for s in shards])
@@ -637,8 +653,10 @@ def main(argv: Sequence[str] | None = None) -> int:
             for arm in arms:
                 deadline += 60 * arm.budget_min * scale  # time an arm leaves unused goes to the next one
                 log(ctx, f"{arm.arm} ({args.profile}): {arm.description}")
-                source = prepare_source(ctx, arm)
-                results.data["sources"][arm.arm] = dict(source.info)
+                # An `upper`-only shard must not pre-train the source the parent is training beside it.
+                source = prepare_source(ctx, arm) if set(arm.inits) - SOURCE_FREE_INITS else None
+                if source is not None:
+                    results.data["sources"][arm.arm] = dict(source.info)
                 Runner(ctx, arm, source, results, deadline).run_all()
         if status == "complete" and any(s["reason"].startswith("budget") for s in results.data["skipped"]):
             status = "partial"

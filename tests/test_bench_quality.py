@@ -145,7 +145,9 @@ def test_workers_run_the_same_plan_in_parallel_shards(
         return r["arm"], r["dataset"], r["target"], r["init"], r["seed"]
 
     assert sorted(map(key, sharded["runs"])) == sorted(map(key, serial["runs"]))
-    assert {s["name"] for s in sharded["shards"]} == {"arm1-cifar10_odd-test_resnet", "arm2-fashion_mnist-test_resnet"}
+    assert {s["name"] for s in sharded["shards"]} == {
+        "arm1-cifar10_odd-test_resnet-upper", "arm1-cifar10_odd-test_resnet", "arm2-fashion_mnist-test_resnet"
+    }
     assert all(s["returncode"] == 0 for s in sharded["shards"])
     assert set(sharded["sources"]) >= {"arm1", "arm2", "arm1/upper"}
     assert (tmp_path / "shards" / "arm2-fashion_mnist-test_resnet" / "results.json").is_file()

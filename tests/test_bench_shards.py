@@ -27,13 +27,21 @@ def _arm(name: str, datasets: list[str], targets: list[str], inits: tuple[str, .
 
 def test_plan_shards_one_per_arm_dataset_target_upper_first() -> None:
     arms = [
-        _arm("arm1", ["odd"], ["a", "b"], ("scratch", "upper"), {"b"}),
+        _arm("arm1", ["odd"], ["a", "b"], ("scratch", "centre", "upper"), {"b"}),
         _arm("arm2", ["fm", "c10"], ["a"], ("scratch",), set()),
+        _arm("arm3", ["x"], ["c"], ("upper",), {"c"}),
     ]
-    plan = shards.plan_shards(arms, [Path("1.yaml"), Path("2.yaml")])
-    assert [s.name for s in plan] == ["arm1-odd-b", "arm1-odd-a", "arm2-fm-a", "arm2-c10-a"]
-    assert plan[0].cost == 1 and all(s.cost == 0 for s in plan[1:])
-    assert plan[2].config == Path("2.yaml") and plan[2].dataset == "fm"
+    plan = shards.plan_shards(arms, [Path("1.yaml"), Path("2.yaml"), Path("3.yaml")])
+    names = ["arm1-odd-b-upper", "arm3-x-c-upper", "arm1-odd-a", "arm1-odd-b", "arm2-fm-a", "arm2-c10-a"]
+    assert [s.name for s in plan] == names
+    by = {s.name: s for s in plan}
+    assert [s.cost for s in plan] == [1, 1, 0, 0, 0, 0]
+    # A target's upper runs are their own shard: they start without the source, the rest runs beside them.
+    assert (by["arm1-odd-b-upper"].inits, by["arm1-odd-b-upper"].needs_source) == ("upper", False)
+    assert (by["arm1-odd-b"].inits, by["arm1-odd-b"].needs_source) == ("scratch,centre", True)
+    assert (by["arm1-odd-a"].inits, by["arm1-odd-a"].needs_source) == ("", True)  # the run's own inits
+    assert by["arm2-fm-a"].needs_source is False  # scratch alone never reads the source
+    assert by["arm2-fm-a"].config == Path("2.yaml") and by["arm2-fm-a"].dataset == "fm"
 
 
 def test_shard_argv_passes_run_wide_options_through() -> None:
@@ -47,6 +55,9 @@ def test_shard_argv_passes_run_wide_options_through() -> None:
                  "--inits scratch,centre", "--eval-every 5"):  # fmt: skip
         assert part in joined
     assert "--strategies" not in argv
+    upper = shards.Shard("arm1-odd-a-upper", "arm1", Path("c.yaml"), "odd", "a", 1, "upper", False)
+    argv = shards.shard_argv(upper, args, Path("/o"), Path("/c"), Path("/s"), 3.25, 2)
+    assert argv[argv.index("--inits") + 1] == "upper" and "--out /o/shards/arm1-odd-a-upper" in " ".join(argv)
 
 
 def _fake_shard(body: str) -> list[str]:
@@ -55,7 +66,12 @@ def _fake_shard(body: str) -> list[str]:
 
 def test_run_shards_waits_for_the_source_then_runs_everything(tmp_path: Path) -> None:
     plan = [shards.Shard(f"arm{i}-d-t", f"arm{i}", Path("x"), "d", "t", 0) for i in (1, 2)]
+    plan.insert(0, shards.Shard("arm1-d-t-upper", "arm1", Path("x"), "d", "t", 1, "upper", False))
     state = {"arm1": "wait", "arm2": "ready"}
+
+    def readiness(shard: shards.Shard) -> str:  # as quality.run_sharded: source-free shards never wait
+        return state[shard.arm] if shard.needs_source else "ready"
+
     order: list[str] = []
 
     def between() -> None:  # the parent's pre-training: arm1's shard may start only afterwards
@@ -66,16 +82,16 @@ def test_run_shards_waits_for_the_source_then_runs_everything(tmp_path: Path) ->
         order.append(shard.name)
         return _fake_shard("pass")
 
-    done = shards.run_shards(plan, argv_for, state.__getitem__, 4, time.perf_counter() + 60, tmp_path, lambda m: None,
+    done = shards.run_shards(plan, argv_for, readiness, 4, time.perf_counter() + 60, tmp_path, lambda m: None,
                              between=between)  # fmt: skip
-    assert order == ["arm2-d-t", "between", "arm1-d-t"]
-    assert sorted(d["name"] for d in done) == ["arm1-d-t", "arm2-d-t"]
+    assert order == ["arm1-d-t-upper", "arm2-d-t", "between", "arm1-d-t"]
+    assert sorted(d["name"] for d in done) == ["arm1-d-t", "arm1-d-t-upper", "arm2-d-t"]
     assert all(d["returncode"] == 0 for d in done)
 
 
 def test_run_shards_drops_an_arm_whose_source_failed(tmp_path: Path) -> None:
     plan = [shards.Shard("arm1-d-t", "arm1", Path("x"), "d", "t", 0)]
-    done = shards.run_shards(plan, lambda s: _fake_shard("pass"), lambda arm: "drop", 2, time.perf_counter() + 60,
+    done = shards.run_shards(plan, lambda s: _fake_shard("pass"), lambda shard: "drop", 2, time.perf_counter() + 60,
                              tmp_path, lambda m: None)  # fmt: skip
     assert done == [{"name": "arm1-d-t", "returncode": None, "wall_s": 0.0, "log": None,
                      "reason": "not run: its arm's source could not be prepared"}]  # fmt: skip
@@ -85,7 +101,7 @@ def test_run_shards_stops_shards_past_the_deadline(tmp_path: Path, monkeypatch: 
     monkeypatch.setattr(shards, "GRACE_S", 0.0)
     plan = [shards.Shard("arm1-d-t", "arm1", Path("x"), "d", "t", 0)]
     start = time.perf_counter()
-    done = shards.run_shards(plan, lambda s: _fake_shard("import time; time.sleep(60)"), lambda arm: "ready", 1,
+    done = shards.run_shards(plan, lambda s: _fake_shard("import time; time.sleep(60)"), lambda shard: "ready", 1,
                              start, tmp_path, lambda m: None)  # fmt: skip
     assert time.perf_counter() - start < 30
     assert done[0]["returncode"] not in (0, None)  # SIGTERM, not a normal exit
