@@ -77,7 +77,7 @@ def shard_argv(
         "--out", str(out / "shards" / shard.name), "--cache", str(cache), "--shared", str(shared),
         "--device", args.device, "--budget-min", f"{budget_min:.3f}", "--threads", str(threads),
     ]  # fmt: skip
-    for flag in ("seeds", "inits", "strategies", "eval_every"):
+    for flag in ("seeds", "inits", "strategies", "eval_every", "upper_targets"):
         value = shard.inits if flag == "inits" and shard.inits else getattr(args, flag)
         if value:
             argv += [f"--{flag.replace('_', '-')}", str(value)]

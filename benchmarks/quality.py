@@ -516,6 +516,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--seeds", type=int, help="use seeds 0..N-1 instead of the profile's")
     p.add_argument("--inits", help="comma-separated inits, replacing the profile's (e.g. scratch,strategies)")
+    p.add_argument("--upper-targets", help="comma-separated targets that get an `upper` run, replacing the config's")
     p.add_argument(
         "--workers", type=int, default=1,
         help="run (arm, dataset, target) shards in this many parallel processes sharing the device; "
@@ -540,6 +541,8 @@ def _override_arm(arm: ArmConfig, args: argparse.Namespace) -> ArmConfig:
         arm = replace(arm, finetune=replace(arm.finetune, eval_every=args.eval_every))
     if args.inits:
         arm = replace(arm, inits=tuple(args.inits.split(",")))
+    if args.upper_targets:
+        arm = replace(arm, upper_targets=tuple(args.upper_targets.split(",")))
     return arm
 
 

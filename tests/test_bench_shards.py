@@ -47,12 +47,12 @@ def test_plan_shards_one_per_arm_dataset_target_upper_first() -> None:
 def test_shard_argv_passes_run_wide_options_through() -> None:
     shard = shards.Shard("arm2-fm-a", "arm2", Path("c.yaml"), "fm", "a", 0)
     args = SimpleNamespace(profile="full", device="cuda", seeds=2, inits="scratch,centre", strategies=None,
-                           eval_every=5)  # fmt: skip
+                           eval_every=5, upper_targets="resnet50")  # fmt: skip
     argv = shards.shard_argv(shard, args, Path("/o"), Path("/c"), Path("/s"), 3.25, 2)
     joined = " ".join(argv)
     for part in ("--profile full", "--config c.yaml", "--datasets fm", "--targets a", "--out /o/shards/arm2-fm-a",
                  "--cache /c", "--device cuda", "--budget-min 3.250", "--threads 2", "--seeds 2",
-                 "--inits scratch,centre", "--eval-every 5"):  # fmt: skip
+                 "--inits scratch,centre", "--eval-every 5", "--upper-targets resnet50"):  # fmt: skip
         assert part in joined
     assert "--strategies" not in argv
     upper = shards.Shard("arm1-odd-a-upper", "arm1", Path("c.yaml"), "odd", "a", 1, "upper", False)
