@@ -149,6 +149,9 @@ def transfer(
     tgt_arg: Annotated[list[str] | None, typer.Option(metavar="KEY=VALUE", help="Target constructor argument.")] = None,
     signal_check: Annotated[str | None, typer.Option(
         help="off | report | fallback: the data-free signal check of the result [the strategy's].")] = None,
+    head: Annotated[str | None, typer.Option(
+        help="init | transfer: the target's classifier keeps its init, or takes the source's (only for the "
+        "same label space, e.g. both ImageNet-1k) [init].")] = None,
     config: Annotated[Path | None, typer.Option(help="TOML preset (configs/*.toml); flags override it.")] = None,
     force: Annotated[bool, typer.Option("--force", help="Overwrite an existing --out.")] = False,
     dry_run: Annotated[bool, typer.Option("--dry-run", help="Plan and report; write nothing.")] = False,
@@ -163,7 +166,8 @@ def transfer(
 
         values: dict[str, Any] = load_config(config) if config else {}
         flags = {"src": src, "tgt": tgt, "out": out, "src_weights": src_weights, "num_classes": num_classes,
-                 "strategy": strategy, "seed": seed, "device": device, "dtype": dtype, "signal_check": signal_check}
+                 "strategy": strategy, "seed": seed, "device": device, "dtype": dtype, "signal_check": signal_check,
+                 "head": head}
         values.update({k: v for k, v in flags.items() if v is not None})
         values["force"] = force or bool(values.get("force", False))
         values["dry_run"] = dry_run or bool(values.get("dry_run", False))

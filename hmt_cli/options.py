@@ -17,11 +17,12 @@ import tomllib
 
 from .errors import UsageError
 
-__all__ = ["TransferOptions", "load_config", "parse_model_args", "DEVICES", "DTYPES", "DEFAULT_STRATEGY"]
+__all__ = ["TransferOptions", "load_config", "parse_model_args", "DEVICES", "DTYPES", "HEADS", "DEFAULT_STRATEGY"]
 
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("float32", "float16", "bfloat16")
 SIGNAL_CHECKS = ("off", "report", "fallback")
+HEADS = ("init", "transfer")
 # The quality benchmark's choice (docs/quality.md): the largest mean gain over scratch on arm 1.
 DEFAULT_STRATEGY = "centre"
 
@@ -42,6 +43,7 @@ class TransferOptions:
     src_kwargs: Mapping[str, Any] = field(default_factory=dict)
     tgt_kwargs: Mapping[str, Any] = field(default_factory=dict)
     signal_check: str | None = None  # off | report | fallback; None = the strategy's own policy
+    head: str = "init"  # transfer: the source's classifier too (the label spaces must be the same)
 
     def __post_init__(self) -> None:
         if self.num_classes is not None and self.num_classes <= 0:
@@ -54,6 +56,8 @@ class TransferOptions:
             raise UsageError(f"--dtype must be one of {', '.join(DTYPES)}, got {self.dtype!r}")
         if self.signal_check is not None and self.signal_check not in SIGNAL_CHECKS:
             raise UsageError(f"--signal-check must be one of {', '.join(SIGNAL_CHECKS)}, got {self.signal_check!r}")
+        if self.head not in HEADS:
+            raise UsageError(f"--head must be one of {', '.join(HEADS)}, got {self.head!r}")
         if self.out is None and not self.dry_run:
             raise UsageError("--out is required unless --dry-run is given")
 

@@ -111,6 +111,34 @@ def _check_weights(source: WeightSource, src: Analysis, src_name: str) -> list[s
     return []
 
 
+def _check_heads(src: Analysis, tgt: Analysis, source: WeightSource | None) -> None:
+    """``--head transfer`` only between classifiers of one label space, from a file that holds the head."""
+    from .plan import head_layers
+
+    s, t = head_layers(src.graph), head_layers(tgt.graph)
+    if not s or not t:
+        raise UsageError(f"--head transfer: the {'source' if not s else 'target'} has no classifier head",
+                         hint="use --head init")
+    if len(s) != len(t):
+        raise UsageError(f"--head transfer: the source head has {len(s)} layers, the target's {len(t)}",
+                         hint="use --head init")
+    if s[-1].shape[0] != t[-1].shape[0]:
+        raise UsageError(f"--head transfer needs one label space: the source classifier has {s[-1].shape[0]} "
+                         f"outputs, the target's {t[-1].shape[0]}",
+                         hint="make them match with --num-classes or --src-arg num_classes=N, or use --head init")
+    if source is None:
+        return
+    have = set(source.keys())
+    for node in s:
+        for key in filter(None, (node.weight, node.bias)):
+            expected = tuple(src.graph.param_shapes[key])
+            found = tuple(source.shape(key)) if key in have else None
+            if found != expected:
+                raise WeightsMismatch(f"--head transfer: the weights file's {key} is "
+                                      f"{'missing' if found is None else found}, the source model's head {expected}",
+                                      hint="check --src-arg num_classes=..., or use --head init")
+
+
 def _rows(plan: TransferPlan) -> tuple:
     from .report import LayerRow
 
@@ -185,6 +213,7 @@ def _metadata(opts: TransferOptions, identity: str, plan: TransferPlan, dtype: s
         "tgt_kwargs": dict(opts.tgt_kwargs),
         "num_classes": opts.num_classes,
         "strategy": opts.strategy,
+        "head": opts.head,
         "seed": opts.seed,
         "dtype": dtype,
         "mapping": plan.mapping(),
@@ -223,7 +252,10 @@ def transfer(opts: TransferOptions, progress: Callable[[str, int, int], None] | 
     src = analyze(opts.src, dict(opts.src_kwargs))
     tgt = analyze(opts.tgt, dict(opts.tgt_kwargs), num_classes=opts.num_classes)
     warnings = _check_weights(source, src, opts.src) if source else []
-    plan = make_plan(strategy, src.graph, src.chain, tgt.graph, tgt.chain)
+    head = opts.head == "transfer"
+    if head:
+        _check_heads(src, tgt, source)
+    plan = make_plan(strategy, src.graph, src.chain, tgt.graph, tgt.chain, head=head)
 
     param_total = sum(prod(tgt.graph.param_shapes[k]) for k in tgt.param_keys)
     tensors_total = sum(1 for k in tgt.graph.param_shapes if not k.endswith("num_batches_tracked"))
@@ -242,6 +274,8 @@ def transfer(opts: TransferOptions, progress: Callable[[str, int, int], None] | 
     if source is None:
         source = load_pretrained(src_spec)
         warnings += _check_weights(source, src, opts.src)
+        if head:
+            _check_heads(src, tgt, source)
     dtype = getattr(torch, opts.dtype) if opts.dtype else (source.float_dtype() or torch.float32)
     # The target's own init for every tensor the plan does not write. Apply writes into these same
     # tensors, so the init is never kept beside the result (peak memory: one target, not two); what

@@ -6,15 +6,15 @@ fail on shapes later; ops whose rule cannot apply are dropped and listed with th
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from math import prod
 from typing import Any
 
 from .chain import Chain
-from .graph import LayerGraph
+from .graph import LayerGraph, LayerNode
 from .match import LayerPair, Strategy, TensorOp
 
-__all__ = ["TransferPlan", "make_plan"]
+__all__ = ["TransferPlan", "make_plan", "head_layers", "head_pairs"]
 
 
 @dataclass(frozen=True)
@@ -65,10 +65,26 @@ def _check(op: TensorOp) -> str | None:
     return None
 
 
+def head_layers(graph: LayerGraph) -> list[LayerNode]:
+    """The classifier head's layers in execution order."""
+    return sorted((graph.layers[i] for i in graph.head), key=lambda n: n.index)
+
+
+def head_pairs(src_graph: LayerGraph, tgt_graph: LayerGraph) -> tuple[LayerPair, ...]:
+    """Head layer i of the target <- head layer i of the source (the caller has checked the label spaces)."""
+    return tuple(LayerPair(t, s, note="classifier head (--head transfer)", role="head")
+                 for t, s in zip(head_layers(tgt_graph), head_layers(src_graph), strict=False))
+
+
 def make_plan(
-    strategy: Strategy, src_graph: LayerGraph, src_chain: Chain, tgt_graph: LayerGraph, tgt_chain: Chain
+    strategy: Strategy, src_graph: LayerGraph, src_chain: Chain, tgt_graph: LayerGraph, tgt_chain: Chain,
+    head: bool = False,
 ) -> TransferPlan:
+    """``head``: also pair the classifier heads, through the strategy's own tensor rules (its channel map
+    of the last chain layer's outputs is the one the head's inputs need)."""
     pairing = strategy.pair(src_chain, tgt_chain, src_graph, tgt_graph)
+    if head:
+        pairing = replace(pairing, pairs=(*pairing.pairs, *head_pairs(src_graph, tgt_graph)))
     ops: list[TensorOp] = []
     skipped: list[tuple[str, str]] = []
     seen: set[str] = set()

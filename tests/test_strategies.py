@@ -182,3 +182,42 @@ def test_rescale_keeps_the_init_where_the_result_has_no_spread(tmp_path: Path) -
     rescaled = next(op for op in plan.ops if op.tgt_key != "conv_stem.weight")
     assert torch.std(written[rescaled.tgt_key]).item() == pytest.approx(torch.std(init[rescaled.tgt_key]).item(),
                                                                          rel=1e-4)
+
+
+def test_head_transfer_into_the_same_architecture_reproduces_the_source(tmp_path: Path) -> None:
+    """``--head transfer`` with one label space: same architecture, so the output is the source model itself."""
+    import timm
+    from safetensors.torch import load_file
+
+    src = save_state(timm_state("test_resnet", seed=3, num_classes=10), tmp_path / "src.safetensors")
+    x = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    source = timm.create_model("test_resnet", num_classes=10)
+    source.load_state_dict(load_file(str(src)))
+    want = source.eval()(x)
+    outputs = {}
+    for head in ("transfer", "init"):
+        out = tmp_path / f"{head}.safetensors"
+        run = invoke_cli("transfer", "--src", "test_resnet", "--src-weights", src, "--src-arg", "num_classes=10",
+                         "--tgt", "test_resnet", "--num-classes", 10, "--head", head, "--out", out, "-q")
+        assert run.code == 0, run.stderr
+        model = timm.create_model("test_resnet", num_classes=10)
+        model.load_state_dict(load_file(str(out)), strict=True)
+        outputs[head] = model.eval()(x)
+    torch.testing.assert_close(outputs["transfer"], want)
+    assert not torch.allclose(outputs["init"], want, atol=1e-3)  # the head kept its init: other logits
+
+
+def test_head_transfer_refuses_other_label_spaces(tmp_path: Path) -> None:
+    src = save_state(timm_state("test_resnet", num_classes=10), tmp_path / "src.safetensors")
+    out = tmp_path / "out.safetensors"
+    base = ("transfer", "--src", "test_resnet", "--src-weights", src, "--tgt", "test_efficientnet", "--out", out,
+            "--head", "transfer")
+    run = invoke_cli(*base, "--src-arg", "num_classes=10", "--num-classes", 7)
+    assert run.code == 2 and not out.exists()
+    assert run.stderr.strip().splitlines() == [
+        "hmt: usage error: --head transfer needs one label space: the source classifier has 10 outputs, the "
+        "target's 7 (make them match with --num-classes or --src-arg num_classes=N, or use --head init)"]
+    # The source model built with timm's 1000 classes, the file holding a 10-class head: a weights error.
+    run = invoke_cli(*base, "--num-classes", 1000)
+    assert run.code == 5 and not out.exists()
+    assert "the weights file's fc.weight is (10, " in run.stderr and "Traceback" not in run.stderr
