@@ -81,6 +81,8 @@ def shard_argv(
         value = shard.inits if flag == "inits" and shard.inits else getattr(args, flag)
         if value:
             argv += [f"--{flag.replace('_', '-')}", str(value)]
+    for module in getattr(args, "strategy_module", None) or ():
+        argv += ["--strategy-module", module]
     return argv
 
 

@@ -506,6 +506,10 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--strategies", help="comma-separated hmt strategies (default: every registered one)")
     p.add_argument(
+        "--strategy-module", action="append", metavar="MODULE",
+        help="import MODULE first; it registers experimental strategies for this run (benchmarks/variants/)",
+    )
+    p.add_argument(
         "--targets", help="comma-separated targets, replacing the profile's (kwargs from the config)"
     )
     p.add_argument("--datasets", help="comma-separated datasets of the arm(s), replacing the profile's")
@@ -616,6 +620,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     cache = args.cache or out / "cache"
     cache.mkdir(parents=True, exist_ok=True)
     (cache / ".gitignore").write_text("*\n")  # checkpoints are re-creatable and large: never committed
+    for module in args.strategy_module or ():  # before the registry is read: they append to it
+        importlib.import_module(module)
     strategies = tuple(args.strategies.split(",")) if args.strategies else available_strategies()
     ctx = Context(args.profile, out, cache, resolve_shared(args.shared), device, strategies)
     planned = sum(a.budget_min for a in arms)

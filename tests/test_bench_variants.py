@@ -1,0 +1,78 @@
+"""The quality benchmark's experimental strategies (benchmarks/variants/): what they pair, and that a run
+registers them through --strategy-module, shards included."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+from hmt_cli.match import STRATEGIES, get_strategy, names
+from hmt_cli.pipeline import analyze
+from hmt_cli.plan import TransferPlan, make_plan
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def surplus() -> Iterator[ModuleType]:
+    """The variants module, registered for one test: the registry is restored after it."""
+    saved = list(STRATEGIES)
+    sys.modules.pop("benchmarks.variants.surplus", None)
+    try:
+        yield importlib.import_module("benchmarks.variants.surplus")
+    finally:
+        STRATEGIES[:] = saved
+
+
+def _plan(strategy: str, src: str, tgt: str) -> TransferPlan:
+    s, t = analyze(src), analyze(tgt)
+    return make_plan(get_strategy(strategy), s.graph, s.chain, t.graph, t.chain)
+
+
+def test_surplus_variants_on_resnet18_to_resnet50(surplus: ModuleType) -> None:
+    residual_blocks = surplus.residual_blocks
+    src, tgt = analyze("resnet18"), analyze("resnet50")
+    assert len(set(residual_blocks(src.chain, src.graph).values())) == 8
+    blocks = residual_blocks(tgt.chain, tgt.graph)
+    assert len(set(blocks.values())) == 16 and tgt.chain.layers[0].index not in blocks  # the stem is a cut
+    assert {"surplus-identity", "surplus-closing"} <= set(names())
+
+    identity = [p for p in _plan("surplus-identity", "resnet18", "resnet50").pairs if p.role == "chain"]
+    kept = {blocks[p.tgt.index] for p in identity if p.src is not None and p.tgt.index in blocks}
+    surplus = {blocks[p.tgt.index] for p in identity if p.src is None}
+    assert len(kept) == 8 and len(surplus) == 8 and 0 in kept  # each source block taken once
+
+    # surplus-closing: the same surplus blocks, but only their closing conv3 keeps its init.
+    closing = {p.tgt.path: p for p in _plan("surplus-closing", "resnet18", "resnet50").pairs if p.role == "chain"}
+    for p in identity:
+        if p.src is None:
+            assert (closing[p.tgt.path].src is None) == p.tgt.path.endswith("conv3")
+    written = {op.tgt_key for op in _plan("surplus-closing", "resnet18", "resnet50").ops}
+    assert "layer1.2.conv3.weight" not in written and "layer1.2.bn3.weight" not in written
+    assert {"layer1.2.conv1.weight", "layer1.2.bn1.weight"} <= written
+
+    # A target with fewer blocks than the source: centre's plan exactly.
+    deep = "benchmarks.cifar_resnet:resnet56"
+    assert _plan("surplus-closing", deep, "resnet50").ops == _plan("centre", deep, "resnet50").ops
+
+
+def test_variants_are_not_registered_in_hmt_itself() -> None:
+    assert "surplus-closing" not in names()  # the fixture above restored the registry
+
+
+def test_strategy_module_reaches_the_shards(tmp_path: Path) -> None:
+    cmd = [sys.executable, str(ROOT / "benchmarks" / "quality.py"), "--profile", "smoke", "--out", str(tmp_path),
+           "--config", str(ROOT / "configs" / "bench" / "arm2.yaml"), "--workers", "2",
+           "--strategy-module", "benchmarks.variants.surplus", "--inits", "scratch,surplus-closing"]
+    done = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    results = json.loads((tmp_path / "results.json").read_text())
+    assert results["status"] == "complete", results["skipped"]
+    assert {r["init"] for r in results["runs"]} == {"scratch", "surplus-closing"}
