@@ -20,15 +20,24 @@ from hmt_cli.plan import TransferPlan, make_plan
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture
-def surplus() -> Iterator[ModuleType]:
-    """The variants module, registered for one test: the registry is restored after it."""
+def _registered(module: str) -> Iterator[ModuleType]:
+    """A variants module, registered for one test: the registry is restored after it."""
     saved = list(STRATEGIES)
-    sys.modules.pop("benchmarks.variants.surplus", None)
+    sys.modules.pop(module, None)
     try:
-        yield importlib.import_module("benchmarks.variants.surplus")
+        yield importlib.import_module(module)
     finally:
         STRATEGIES[:] = saved
+
+
+@pytest.fixture
+def surplus() -> Iterator[ModuleType]:
+    yield from _registered("benchmarks.variants.surplus")
+
+
+@pytest.fixture
+def scale() -> Iterator[ModuleType]:
+    yield from _registered("benchmarks.variants.scale")
 
 
 def _plan(strategy: str, src: str, tgt: str) -> TransferPlan:
@@ -63,8 +72,31 @@ def test_surplus_variants_on_resnet18_to_resnet50(surplus: ModuleType) -> None:
     assert _plan("surplus-closing", deep, "resnet50").ops == _plan("centre", deep, "resnet50").ops
 
 
+def test_initscale_rescales_the_weights_of_norm_followed_layers(scale: ModuleType, tmp_path: Path) -> None:
+    from conftest import save_state, timm_state
+    from safetensors.torch import load_file
+
+    from hmt_cli.options import TransferOptions
+    from hmt_cli.pipeline import transfer
+
+    plan = _plan("centre-initscale", "test_resnet", "test_efficientnet")
+    centre = _plan("centre", "test_resnet", "test_efficientnet")
+    assert [op.tgt_key for op in plan.ops] == [op.tgt_key for op in centre.ops]  # same writes, other scale
+    tgt = analyze("test_efficientnet")
+    normed = {tgt.graph.layer(p.tgt.path).weight for p in plan.pairs if p.src is not None and p.tgt.norm_keys}
+    assert normed and {op.tgt_key for op in plan.ops if op.scale == "init_std"} == normed
+    src = save_state(timm_state("test_resnet", seed=2), tmp_path / "src.safetensors")
+    out = tmp_path / "out.safetensors"
+    transfer(TransferOptions("test_resnet", "test_efficientnet", out=out, src_weights=src,
+                             strategy="centre-initscale", signal_check="off"))
+    written, init = load_file(str(out)), timm_state("test_efficientnet")
+    key = "blocks.1.0.conv_pwl.weight"
+    assert key in normed
+    assert written[key].std().item() == pytest.approx(init[key].std().item(), rel=1e-4)
+
+
 def test_variants_are_not_registered_in_hmt_itself() -> None:
-    assert "surplus-closing" not in names()  # the fixture above restored the registry
+    assert not {"surplus-closing", "centre-initscale"} & set(names())  # the fixtures restored the registry
 
 
 def test_strategy_module_reaches_the_shards(tmp_path: Path) -> None:
