@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["LayerRow", "TransferReport", "render_transfer"]
+__all__ = ["LayerRow", "TransferReport", "render_transfer", "rules_text"]
 
 
 @dataclass(frozen=True)
@@ -78,6 +78,18 @@ def _signal_cell(s: Any) -> str:
     return text if s.after == "ok" else f"[red]{text}, {s.after} after[/red]"  # its norm/activation broke it
 
 
+def rules_text(rules: tuple[str, ...]) -> str:
+    """``("centre",) * 6`` -> ``centre x6``; ``("paper", "cyclic")`` -> ``paper+cyclic``: one tensor rule per
+    written tensor (weight, bias, norm tensors), runs of one rule counted so the column stays narrow."""
+    runs: list[list[Any]] = []
+    for rule in rules:
+        if runs and runs[-1][0] == rule:
+            runs[-1][1] += 1
+        else:
+            runs.append([rule, 1])
+    return "+".join(rule if n == 1 else f"{rule} x{n}" for rule, n in runs)
+
+
 def render_transfer(report: TransferReport) -> list[Any]:
     """Rich renderables: the layer table, then a summary grid."""
     from rich.table import Table
@@ -91,7 +103,10 @@ def render_transfer(report: TransferReport) -> list[Any]:
     for column, justify in columns:
         table.add_column(column, justify=justify, overflow="fold")  # type: ignore[arg-type]
     for row in report.rows:
-        rule = "+".join(row.rules) if row.rules else f"[dim]init{': ' + row.note if row.note else ''}[/dim]"
+        if row.rules:
+            rule = rules_text(row.rules) + (f" [dim]({row.note})[/dim]" if row.note else "")
+        else:
+            rule = f"[dim]init{': ' + row.note if row.note else ''}[/dim]"
         if row.tgt_layer in report.fallback:
             rule = f"[red]init (signal fallback)[/red] [dim]{rule}[/dim]"
         cells = [str(row.index), row.tgt_layer, row.tgt_kind, _shape(row.tgt_shape),

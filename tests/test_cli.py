@@ -290,3 +290,12 @@ def test_strategies() -> None:
 def test_version() -> None:
     run = invoke_cli("version")
     assert (run.code, run.stdout.strip()) == (0, __version__)
+
+
+def test_rules_column_counts_runs_of_one_rule() -> None:
+    from hmt_cli.report import rules_text
+
+    assert rules_text(("centre",) * 6) == "centre x6"
+    assert rules_text(("paper", "cyclic")) == "paper+cyclic"
+    assert rules_text(("grouped",)) == "grouped"
+    assert rules_text(("centre", "centre", "copy", "centre")) == "centre x2+copy+centre"
