@@ -25,7 +25,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-__all__ = ["Shard", "SOURCE_FREE_INITS", "plan_shards", "shard_argv", "run_shards", "merge_shard_results"]
+__all__ = [
+    "Shard", "SOURCE_FREE_INITS", "needs_source", "plan_shards", "shard_argv", "run_shards", "merge_shard_results",
+]
 
 GRACE_S = 90.0  # after the deadline a shard finishes the run it is in (its own budget stops new ones)
 
@@ -46,6 +48,11 @@ class Shard:
 SOURCE_FREE_INITS = frozenset({"scratch", "upper"})
 
 
+def needs_source(inits: Sequence[str]) -> bool:
+    """Whether any of ``inits`` reads the arm's source (hmt strategies, the "strategies" token, dpiat)."""
+    return any(i not in SOURCE_FREE_INITS for i in inits)
+
+
 def plan_shards(arms: Sequence[Any], configs: Sequence[Path]) -> list[Shard]:
     """One shard per (arm, dataset, target), plus one per target's ``upper`` runs; the expensive ones first."""
     shards = []
@@ -61,8 +68,7 @@ def plan_shards(arms: Sequence[Any], configs: Sequence[Path]) -> list[Shard]:
                     inits = ",".join(others)
                 else:
                     inits = ""
-                needs = any(i not in SOURCE_FREE_INITS for i in others)
-                shards.append(Shard(name, arm.arm, config, ds.name, target.name, 0, inits, needs))
+                shards.append(Shard(name, arm.arm, config, ds.name, target.name, 0, inits, needs_source(others)))
     return sorted(shards, key=lambda s: -s.cost)  # stable: the config's order within a cost
 
 

@@ -59,8 +59,8 @@ from benchmarks._quality_inits import (
 )
 from benchmarks._quality_report import plot_curves, render_markdown
 from benchmarks._quality_shards import (
-    SOURCE_FREE_INITS,
     merge_shard_results,
+    needs_source,
     plan_shards,
     run_shards,
     shard_argv,
@@ -663,7 +663,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 deadline += 60 * arm.budget_min * scale  # time an arm leaves unused goes to the next one
                 log(ctx, f"{arm.arm} ({args.profile}): {arm.description}")
                 # An `upper`-only shard must not pre-train the source the parent is training beside it.
-                source = prepare_source(ctx, arm) if set(arm.inits) - SOURCE_FREE_INITS else None
+                source = prepare_source(ctx, arm) if needs_source(arm.inits) else None
                 if source is not None:
                     results.data["sources"][arm.arm] = dict(source.info)
                 Runner(ctx, arm, source, results, deadline).run_all()

@@ -83,8 +83,9 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _check_weights(source: WeightSource, src: Analysis, src_name: str) -> list[str]:
-    """Source file vs source model: fail on missing or mismatched non-head tensors."""
+def _check_weights(source: WeightSource, src: Analysis, src_name: str, head: bool = False) -> list[str]:
+    """Source file vs source model: fail on missing or mismatched non-head tensors (head ones too when
+    ``head``: ``--head transfer`` reads them)."""
     head_paths = {src.graph.layers[i].path for i in src.graph.head}
     expected = {k: v for k, v in src.graph.param_shapes.items() if not k.endswith("num_batches_tracked")}
     have = set(source.keys())
@@ -106,13 +107,15 @@ def _check_weights(source: WeightSource, src: Analysis, src_name: str) -> list[s
             f"unexpected, {len(mismatched)} mismatched keys ({detail})",
             hint="check --src, --src-arg (e.g. num_classes) and --src-weights",
         )
+    if head:
+        _check_head_weights(source, src)
     if unexpected:
         return [f"{len(unexpected)} tensors in the weights file are not in {src_name} and were ignored"]
     return []
 
 
-def _check_heads(src: Analysis, tgt: Analysis, source: WeightSource | None) -> None:
-    """``--head transfer`` only between classifiers of one label space, from a file that holds the head."""
+def _check_heads(src: Analysis, tgt: Analysis) -> None:
+    """``--head transfer`` only between classifiers of one label space."""
     from .plan import head_layers
 
     s, t = head_layers(src.graph), head_layers(tgt.graph)
@@ -126,10 +129,14 @@ def _check_heads(src: Analysis, tgt: Analysis, source: WeightSource | None) -> N
         raise UsageError(f"--head transfer needs one label space: the source classifier has {s[-1].shape[0]} "
                          f"outputs, the target's {t[-1].shape[0]}",
                          hint="make them match with --num-classes or --src-arg num_classes=N, or use --head init")
-    if source is None:
-        return
+
+
+def _check_head_weights(source: WeightSource, src: Analysis) -> None:
+    """The file holds the source model's head, as ``--head transfer`` will read it."""
+    from .plan import head_layers
+
     have = set(source.keys())
-    for node in s:
+    for node in head_layers(src.graph):
         for key in filter(None, (node.weight, node.bias)):
             expected = tuple(src.graph.param_shapes[key])
             found = tuple(source.shape(key)) if key in have else None
@@ -251,10 +258,10 @@ def transfer(opts: TransferOptions, progress: Callable[[str, int, int], None] | 
 
     src = analyze(opts.src, dict(opts.src_kwargs))
     tgt = analyze(opts.tgt, dict(opts.tgt_kwargs), num_classes=opts.num_classes)
-    warnings = _check_weights(source, src, opts.src) if source else []
     head = opts.head == "transfer"
     if head:
-        _check_heads(src, tgt, source)
+        _check_heads(src, tgt)
+    warnings = _check_weights(source, src, opts.src, head) if source else []
     plan = make_plan(strategy, src.graph, src.chain, tgt.graph, tgt.chain, head=head)
 
     param_total = sum(prod(tgt.graph.param_shapes[k]) for k in tgt.param_keys)
@@ -273,9 +280,7 @@ def transfer(opts: TransferOptions, progress: Callable[[str, int, int], None] | 
 
     if source is None:
         source = load_pretrained(src_spec)
-        warnings += _check_weights(source, src, opts.src)
-        if head:
-            _check_heads(src, tgt, source)
+        warnings += _check_weights(source, src, opts.src, head)
     dtype = getattr(torch, opts.dtype) if opts.dtype else (source.float_dtype() or torch.float32)
     # The target's own init for every tensor the plan does not write. Apply writes into these same
     # tensors, so the init is never kept beside the result (peak memory: one target, not two); what

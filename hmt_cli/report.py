@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from itertools import groupby
 from typing import Any
 
 __all__ = ["LayerRow", "TransferReport", "render_transfer", "rules_text"]
@@ -81,12 +82,7 @@ def _signal_cell(s: Any) -> str:
 def rules_text(rules: tuple[str, ...]) -> str:
     """``("centre",) * 6`` -> ``centre x6``; ``("paper", "cyclic")`` -> ``paper+cyclic``: one tensor rule per
     written tensor (weight, bias, norm tensors), runs of one rule counted so the column stays narrow."""
-    runs: list[list[Any]] = []
-    for rule in rules:
-        if runs and runs[-1][0] == rule:
-            runs[-1][1] += 1
-        else:
-            runs.append([rule, 1])
+    runs = [(rule, len(list(group))) for rule, group in groupby(rules)]
     return "+".join(rule if n == 1 else f"{rule} x{n}" for rule, n in runs)
 
 
