@@ -299,3 +299,19 @@ def test_rules_column_counts_runs_of_one_rule() -> None:
     assert rules_text(("paper", "cyclic")) == "paper+cyclic"
     assert rules_text(("grouped",)) == "grouped"
     assert rules_text(("centre", "centre", "copy", "centre")) == "centre x2+copy+centre"
+
+
+def test_device_auto_keeps_a_small_plan_on_the_cpu(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    # Even with CUDA present, a plan this small is faster on the CPU (pipeline.AUTO_CUDA_ELEMENTS); on this
+    # CUDA-less machine the transfer would fail had `auto` picked CUDA.
+    from hmt_cli import pipeline
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    weights = save_state(timm_state("test_resnet"), tmp_path / "src.safetensors")
+    out = tmp_path / "out.safetensors"
+    run = invoke_cli("transfer", "--src", "test_resnet", "--tgt", "test_efficientnet", "--src-weights", weights,
+                     "--out", out, "--device", "auto", "--json")
+    assert run.code == 0, run
+    assert json.loads(run.stdout)["device"] == "cpu"
+    assert pipeline._device("auto", pipeline.AUTO_CUDA_ELEMENTS - 1).type == "cpu"
+    assert pipeline._device("auto", pipeline.AUTO_CUDA_ELEMENTS).type == "cuda"
