@@ -78,7 +78,8 @@ def _model_key(spec: ModelSpec, kind: str, **parts: object) -> str | None:
 # side either way. Measured on an H200 host (docs/speed.md, "CUDA vs CPU"), the stage alone: 0.05 s on
 # CPU vs 0.11 s on CUDA for resnet50 -> mobilenetv3 (5M elements written), 0.26 vs 0.20 s for
 # vit_large -> vit_base (86M), 1.47 vs 1.03 s for vit_huge -> vit_large (300M). CUDA saves ~1.5 ms per
-# million elements and its context costs about a second to start, so it pays from about a billion.
+# million elements and its context costs about a second to start, so it pays from about 700M: the
+# threshold is a billion, a margin for the measurement's two points.
 AUTO_CUDA_ELEMENTS = 1_000_000_000
 
 
