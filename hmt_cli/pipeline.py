@@ -259,7 +259,7 @@ def transfer(opts: TransferOptions, progress: Callable[[str, int, int], None] | 
     src_spec = resolve_model(opts.src, opts.src_kwargs)
     tgt_spec = resolve_model(opts.tgt, opts.tgt_kwargs)
     strategy = get_strategy(opts.strategy)
-    device = _device(opts.device)
+    _device(opts.device)  # an unavailable --device cuda fails here, before any model is traced
     if not opts.dry_run:
         assert opts.out is not None
         check_output_path(opts.out, opts.force, (opts.src_weights,) if opts.src_weights else ())

@@ -31,7 +31,7 @@ from hmt_cli.graph import LayerGraph, LayerNode
 from hmt_cli.match import STRATEGIES, LayerPair, Pairing, names
 from hmt_cli.match.centre import CentreStrategy
 from hmt_cli.match.progress import nearest, progress
-from hmt_cli.match.stage import _input_anchor, _pick
+from hmt_cli.match.stage import _pick, input_anchor_pair
 
 from .surplus import residual_blocks
 
@@ -69,12 +69,11 @@ class BlockStrategy(CentreStrategy):
     def pair(self, src: Chain, tgt: Chain, src_graph: LayerGraph, tgt_graph: LayerGraph) -> Pairing:
         if not src.layers:
             return super().pair(src, tgt, src_graph, tgt_graph)
-        pairs: list[LayerPair] = []
-        s_layers, t_layers = list(src.layers), list(tgt.layers)
-        if _input_anchor(src, tgt, src_graph, tgt_graph) and len(s_layers) > 1:
-            pairs.append(LayerPair(t_layers[0], s_layers[0], note="input layer"))
-            s_layers, t_layers = s_layers[1:], t_layers[1:]
-        s_pos, t_pos = progress(list(src.layers))[-len(s_layers):], progress(list(tgt.layers))[-len(t_layers):]
+        anchor = input_anchor_pair(src, tgt, src_graph, tgt_graph) if len(src.layers) > 1 else None
+        first = 1 if anchor else 0
+        pairs: list[LayerPair] = [anchor] if anchor else []
+        s_layers, t_layers = list(src.layers)[first:], list(tgt.layers)[first:]
+        s_pos, t_pos = progress(src.layers)[first:], progress(tgt.layers)[first:]
         s_units, t_units = units(s_layers, src, src_graph), units(t_layers, tgt, tgt_graph)
         s_mid = [sum(s_pos[i] for i in u) / len(u) for u in s_units]
         for tu in t_units:

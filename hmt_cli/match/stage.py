@@ -20,7 +20,7 @@ from ..graph import LayerGraph, LayerNode
 from .base import LayerPair, Pairing, TensorOp
 from .progress import nearest, progress, stage_progress, stages
 
-__all__ = ["StageStrategy"]
+__all__ = ["StageStrategy", "input_anchor_pair"]
 
 _OFF_CHAIN_ROLES = ("shortcut", "gate")
 _TOKEN_RULES = {"pos_embed": "pos_embed", "cls_token": "tokens", "reg_token": "tokens", "dist_token": "tokens"}
@@ -56,6 +56,15 @@ def _input_anchor(src: Chain, tgt: Chain, src_graph: LayerGraph, tgt_graph: Laye
             and _reads_input(s, src_graph) and _reads_input(t, tgt_graph))
 
 
+def input_anchor_pair(src: Chain, tgt: Chain, src_graph: LayerGraph, tgt_graph: LayerGraph) -> LayerPair | None:
+    """The pair (target input layer <- source input layer) when :func:`_input_anchor` holds. The caller keeps
+    the source's input layer from every other target layer when the source has others to give: its
+    filters are the only ones that read pixels, and its few input channels are no use elsewhere."""
+    if _input_anchor(src, tgt, src_graph, tgt_graph):
+        return LayerPair(tgt.layers[0], src.layers[0], note="input layer")
+    return None
+
+
 class StageStrategy:
     name = "stage"
     summary = ("every target layer <- source layer at the same stage-aware depth; group-aware channels; "
@@ -65,17 +74,12 @@ class StageStrategy:
     def pair(self, src: Chain, tgt: Chain, src_graph: LayerGraph, tgt_graph: LayerGraph) -> Pairing:
         pairs: list[LayerPair] = []
         if src.layers:
-            src_pos = progress(src.layers)
-            cands, where = list(src.layers), src_pos
-            anchored = _input_anchor(src, tgt, src_graph, tgt_graph)
-            if anchored and len(cands) > 1:
-                # The source's input layer is the only one whose filters read pixels: it goes to the
-                # target's input layer and nowhere else (its few input channels are no use to others).
-                cands, where = cands[1:], where[1:]
-            for i, (t, p) in enumerate(zip(tgt.layers, progress(tgt.layers), strict=True)):
-                if anchored and i == 0:
-                    pairs.append(LayerPair(t, src.layers[0], note="input layer"))
-                    continue
+            anchor = input_anchor_pair(src, tgt, src_graph, tgt_graph)
+            first = 1 if anchor else 0
+            skip = first if len(src.layers) > 1 else 0
+            cands, where = list(src.layers)[skip:], progress(src.layers)[skip:]
+            pairs = [anchor] if anchor else []
+            for t, p in zip(tgt.layers[first:], progress(tgt.layers)[first:], strict=True):
                 pairs.append(LayerPair(t, cands[_pick(p, t, cands, where)], score=1.0))
         else:
             pairs = [LayerPair(t, None, note="empty source chain") for t in tgt.layers]
