@@ -21,6 +21,7 @@ from typing import Annotated, Any
 import typer
 
 from .errors import HmtError, Interrupted, OutputError, UsageError
+from .options import DEFAULT_STRATEGY
 from .output import Output
 
 __all__ = ["app", "main"]
@@ -141,7 +142,8 @@ def transfer(
         help="Source checkpoint (.safetensors or torch file, loaded weights-only). Default: timm's pretrained "
         "weights (hub or cache).")] = None,
     num_classes: Annotated[int | None, typer.Option(help="Target classifier size (default: timm's).")] = None,
-    strategy: Annotated[str | None, typer.Option(help="Transfer strategy (see `hmt strategies`) [centre].")] = None,
+    strategy: Annotated[str | None, typer.Option(
+        help=f"Transfer strategy (see `hmt strategies`) [{DEFAULT_STRATEGY}].")] = None,
     seed: Annotated[int | None, typer.Option(help="Seed of the target's own init (untransferred) [0].")] = None,
     device: Annotated[str | None, typer.Option(help="auto | cpu | cuda[:N]: where the math runs [auto].")] = None,
     dtype: Annotated[str | None, typer.Option(help="Output dtype: float32 | float16 | bfloat16 [source's].")] = None,
@@ -252,7 +254,6 @@ def models(
 def strategies(json_mode: JsonOpt = False) -> None:
     """List the transfer strategies."""
     from .match import STRATEGIES
-    from .options import DEFAULT_STRATEGY
 
     rows = [{"name": s.name, "summary": s.summary, "default": s.name == DEFAULT_STRATEGY} for s in STRATEGIES]
     sink = Output(json_mode=json_mode)
@@ -270,7 +271,7 @@ def demo(
                                                "Default: scikit-learn's bundled digits (`.[demo]` extra).")] = None,
     src: Annotated[str, typer.Option(metavar="NAME", help="Source architecture to train.")] = "test_resnet",
     tgt: Annotated[str, typer.Option(metavar="NAME", help="Target architecture.")] = "test_efficientnet",
-    strategy: Annotated[str, typer.Option(help="Transfer strategy.")] = "centre",
+    strategy: Annotated[str, typer.Option(help="Transfer strategy.")] = DEFAULT_STRATEGY,
     shots: Annotated[int, typer.Option(help="Training images per target class.")] = 10,
     seed: Annotated[int, typer.Option(help="Seed for data split, init and training order.")] = 0,
     json_mode: JsonOpt = False,

@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import UsageError
-from .options import TransferOptions
+from .options import DEFAULT_STRATEGY, TransferOptions
 from .pipeline import transfer
 from .report import TransferReport
 
@@ -31,7 +31,7 @@ class DemoConfig:
     data: Path | None = None  # .npz with `images` (N, H, W[, C]) uint8 and `labels` (N,)
     src: str = "test_resnet"
     tgt: str = "test_efficientnet"
-    strategy: str = "centre"
+    strategy: str = DEFAULT_STRATEGY
     size: int = 32
     src_epochs: int = 15
     tgt_epochs: int = 30

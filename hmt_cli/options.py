@@ -24,7 +24,7 @@ DTYPES = ("float32", "float16", "bfloat16")
 SIGNAL_CHECKS = ("off", "report", "fallback")
 HEADS = ("init", "transfer")
 # The quality benchmark's choice (docs/quality.md): the largest mean gain over scratch on arm 1.
-DEFAULT_STRATEGY = "centre"
+DEFAULT_STRATEGY = "block"
 
 
 @dataclass(frozen=True)

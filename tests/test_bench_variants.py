@@ -14,6 +14,7 @@ from types import ModuleType
 import pytest
 
 from hmt_cli.match import STRATEGIES, get_strategy, names
+from hmt_cli.match.block import residual_blocks
 from hmt_cli.pipeline import analyze
 from hmt_cli.plan import TransferPlan, make_plan
 
@@ -40,18 +41,12 @@ def scale() -> Iterator[ModuleType]:
     yield from _registered("benchmarks.variants.scale")
 
 
-@pytest.fixture
-def block() -> Iterator[ModuleType]:
-    yield from _registered("benchmarks.variants.block")
-
-
 def _plan(strategy: str, src: str, tgt: str) -> TransferPlan:
     s, t = analyze(src), analyze(tgt)
     return make_plan(get_strategy(strategy), s.graph, s.chain, t.graph, t.chain)
 
 
 def test_surplus_variants_on_resnet18_to_resnet50(surplus: ModuleType) -> None:
-    residual_blocks = surplus.residual_blocks
     src, tgt = analyze("resnet18"), analyze("resnet50")
     assert len(set(residual_blocks(src.chain, src.graph).values())) == 8
     blocks = residual_blocks(tgt.chain, tgt.graph)
@@ -115,31 +110,6 @@ def test_strategy_module_reaches_the_shards(tmp_path: Path) -> None:
     assert {r["init"] for r in results["runs"]} == {"scratch", "surplus-closing"}
 
 
-def test_block_pairs_whole_blocks_closing_layer_from_closing_layer(block: ModuleType) -> None:
-    assert block.block_prefix("blocks.1.0.conv_pw") == "blocks.1.0" and block.block_prefix("conv_head") == ""
-    src, tgt = analyze("resnet18"), analyze("resnet50")
-    pairs = {p.tgt.path: p.src.path for p in _plan("block", "resnet18", "resnet50").pairs
-             if p.role == "chain" and p.src is not None}
-    assert pairs["conv1"] == "conv1"  # the input-layer anchor
-    targets = [n.path for n in tgt.chain.layers[1:]]
-    assert len(targets) == 48 and len(pairs) == 49
-    sources = []
-    for i in range(0, 48, 3):  # each bottleneck (conv1, conv2, conv3) takes one basic block (conv1, conv2)
-        c1, c2, c3 = (pairs[t] for t in targets[i:i + 3])
-        assert c1 == c2 and c1.endswith("conv1") and c3 == c1.replace("conv1", "conv2")
-        assert c1.split(".")[0] == targets[i].split(".")[0]  # layerN from layerN: the stages align
-        sources.append(c1)
-    assert sources == sorted(sources) and len(set(sources)) == 8  # in order, every source block used
-
-    # An inverted residual without a skip (a cut run) spreads over the whole source block.
-    eff = {p.tgt.path: p.src.path for p in _plan("block", "resnet18", "efficientnet_b0").pairs
-           if p.role == "chain" and p.src is not None}
-    assert [eff[f"blocks.1.0.{k}"] for k in ("conv_pw", "conv_dw", "conv_pwl")] == [
-        "layer1.0.conv1", "layer1.0.conv1", "layer1.0.conv2"]
-    assert eff["blocks.1.1.conv_pwl"] == "layer1.1.conv2"  # closing from closing
-    assert len(src.chain.layers) == 17
-
-
 def test_dpiat_map_reads_dpiats_block_pairing_off_the_weights() -> None:
     import timm
 
@@ -152,7 +122,7 @@ def test_dpiat_map_reads_dpiats_block_pairing_off_the_weights() -> None:
         pytest.skip(str(exc))
     mapping = dpiat_map(timm.create_model("resnet18", num_classes=5), timm.create_model("resnet50", num_classes=5))
     assert mapping["conv1"] == ["conv1"]
-    # Whole blocks, in order: what benchmarks/variants/block.py copies.
+    # Whole blocks, in order: what the `block` strategy copies.
     assert (mapping["layer1.0.conv1"], mapping["layer1.0.conv2"]) == (["layer1.0.conv1"], ["layer1.0.conv2"])
     assert mapping["layer1.0.conv3"] == [] and mapping["layer1.0.downsample.0"] == []  # left at init
     assert mapping["layer2.0.conv3"] == ["layer2.0.downsample.0"]

@@ -78,8 +78,8 @@ def test_metadata_describes_the_transfer(r18_mbv3_in_process: Transfer, r18_safe
     meta = metadata(r18_mbv3_in_process.out)
     assert set(meta) >= METADATA_FIELDS
     assert meta["hmt_version"] == __version__
-    # No --strategy: the default, hmt's own `centre`.
-    assert (meta["src"], meta["tgt"], meta["strategy"], meta["seed"]) == (SRC, TGT, "centre", 0)
+    # No --strategy: the default, hmt's own `block` (whose tensor rule is `centre`'s).
+    assert (meta["src"], meta["tgt"], meta["strategy"], meta["seed"]) == (SRC, TGT, "block", 0)
     assert meta["src_weights"] == f"sha256:{sha256(r18_safetensors)}"
     first = meta["mapping"][0]
     assert (first["src"], first["tgt"], first["rule"]) == ("conv1.weight", "conv_stem.weight", "centre")
@@ -175,7 +175,7 @@ def test_model_arguments(tmp_path: Path, weights_dir: Path) -> None:
 # --- --config ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("preset", ["paper", "stage", "centre"])
+@pytest.mark.parametrize("preset", ["paper", "stage", "centre", "block"])
 def test_presets_as_shipped(preset: str) -> None:
     run = invoke_cli("transfer", "--config", REPO / "configs" / f"{preset}.toml", "--dry-run", "--json")
     assert run.code == 0, run
@@ -280,11 +280,11 @@ def test_models_limit_must_be_positive() -> None:
 
 def test_strategies() -> None:
     human = invoke_cli("strategies")
-    assert human.code == 0 and "paper" in human.stderr and "centre (default)" in human.stderr, human
+    assert human.code == 0 and "paper" in human.stderr and "block (default)" in human.stderr, human
     assert human.stdout == "", human
     rows = json.loads(invoke_cli("strategies", "--json").stdout)
-    assert {"paper", "stage", "centre"} <= {row["name"] for row in rows}
-    assert [row["name"] for row in rows if row["default"]] == ["centre"]
+    assert {"paper", "stage", "centre", "block"} <= {row["name"] for row in rows}
+    assert [row["name"] for row in rows if row["default"]] == ["block"]
 
 
 def test_version() -> None:

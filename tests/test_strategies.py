@@ -221,3 +221,61 @@ def test_head_transfer_refuses_other_label_spaces(tmp_path: Path) -> None:
     run = invoke_cli(*base, "--num-classes", 1000)
     assert run.code == 5 and not out.exists()
     assert "the weights file's fc.weight is (10, " in run.stderr and "Traceback" not in run.stderr
+
+
+def _chain_pairs(strategy: str, src: str, tgt: str) -> dict[str, str]:
+    return {p.tgt.path: p.src.path for p in plan_for(strategy, src, tgt).pairs if p.role == "chain" and p.src}
+
+
+def test_block_units_follow_residual_blocks_and_timm_block_names() -> None:
+    from hmt_cli.match.block import block_prefix, residual_blocks, units
+
+    assert block_prefix("blocks.1.0.conv_pw") == "blocks.1.0" and block_prefix("conv_head") == ""
+    assert block_prefix("stages.2.blocks.11.mlp.fc1") == "stages.2.blocks.11"
+    r50 = analyze("resnet50")
+    assert len(set(residual_blocks(r50.chain, r50.graph).values())) == 16
+    eff = analyze("efficientnet_b0")
+    layers = list(eff.chain.layers)
+    grouped = [[layers[i].path for i in u] for u in units(layers, eff.chain, eff.graph)]
+    # blocks.1.0 has no skip (a cut run of three layers, one unit); blocks.1.1 is a residual block.
+    assert ["blocks.1.0.conv_pw", "blocks.1.0.conv_dw", "blocks.1.0.conv_pwl"] in grouped
+    assert ["blocks.1.1.conv_pw", "blocks.1.1.conv_dw", "blocks.1.1.conv_pwl"] in grouped
+    assert grouped[0] == ["conv_stem"] and grouped[-1] == ["conv_head"]
+    assert sum(map(len, grouped)) == len(layers)
+
+
+def test_block_pairs_whole_blocks_closing_layer_from_closing_layer() -> None:
+    """What DPIAT does on resnet18 -> resnet50 (benchmarks/peers/dpiat_map.py), with every block written."""
+    pairs = _chain_pairs("block", "resnet18", "resnet50")
+    assert pairs["conv1"] == "conv1"  # the input-layer anchor
+    targets = [n.path for n in analyze("resnet50").chain.layers[1:]]
+    assert len(targets) == 48 and len(pairs) == 49  # every target chain layer takes a source layer
+    sources = []
+    for i in range(0, 48, 3):  # each bottleneck (conv1, conv2, conv3) takes one basic block (conv1, conv2)
+        c1, c2, c3 = (pairs[t] for t in targets[i:i + 3])
+        assert c1 == c2 and c1.endswith("conv1") and c3 == c1.replace("conv1", "conv2")
+        assert c1.split(".")[0] == targets[i].split(".")[0]  # layerN from layerN: the stages align
+        sources.append(c1)
+    assert sources == sorted(sources) and len(set(sources)) == 8  # in order, every source block used
+
+    # An inverted residual without a skip (a cut run) spreads over the whole source block.
+    eff = _chain_pairs("block", "resnet18", "efficientnet_b0")
+    assert [eff[f"blocks.1.0.{k}"] for k in ("conv_pw", "conv_dw", "conv_pwl")] == [
+        "layer1.0.conv1", "layer1.0.conv1", "layer1.0.conv2"]
+    assert eff["blocks.1.1.conv_pwl"] == "layer1.1.conv2"  # closing from closing
+
+
+@pytest.mark.parametrize(("src", "tgt"), [("resnet18", "test_vit"),  # CNN -> ViT: attention and MLP blocks
+                                          ("benchmarks.cifar_resnet:resnet56", "resnet10t")])  # 27 -> 4 blocks
+def test_block_closing_layers_take_closing_layers_in_stage_order(src: str, tgt: str) -> None:
+    s, t = analyze(src), analyze(tgt)
+    plan = plan_for("block", src, tgt)
+    chain = [p for p in plan.pairs if p.role == "chain"]
+    assert len(chain) == len(t.chain.layers) and all(p.src is not None for p in chain)
+    assert chain[0].note == "input layer" and chain[0].src.path == s.chain.layers[0].path
+    order = {n.path: i for i, n in enumerate(s.chain.layers)}
+    closing = [p for p in chain if p.tgt.index in t.graph.closes_residual]
+    assert closing and all(p.src.index in s.graph.closes_residual and p.note == "closing layer" for p in closing)
+    assert all(p.src.index not in s.graph.closes_residual for p in chain if p not in closing)
+    taken = [order[p.src.path] for p in closing]
+    assert taken == sorted(taken)  # deeper target blocks take deeper source blocks

@@ -24,27 +24,10 @@ from dataclasses import replace
 from hmt_cli.chain import Chain
 from hmt_cli.graph import LayerGraph
 from hmt_cli.match import STRATEGIES, LayerPair, Pairing, names
+from hmt_cli.match.block import residual_blocks
 from hmt_cli.match.centre import CentreStrategy
 
-__all__ = ["residual_blocks", "surplus_blocks", "SurplusIdentity", "SurplusClosing"]
-
-
-def residual_blocks(chain: Chain, graph: LayerGraph) -> dict[int, int]:
-    """Chain layer index -> residual block number (in chain order); layers on no residual branch are absent."""
-    out: dict[int, int] = {}
-    block, open_block = 0, False
-    for node in chain.layers:
-        if node.index not in graph.bypassed:  # a cut of the graph: no block runs through it
-            if open_block:
-                block += 1
-            open_block = False
-            continue
-        out[node.index] = block
-        open_block = True
-        if node.index in graph.closes_residual:
-            block += 1
-            open_block = False
-    return out
+__all__ = ["surplus_blocks", "SurplusIdentity", "SurplusClosing"]
 
 
 def surplus_blocks(pairing: Pairing, src: Chain, tgt: Chain, src_graph: LayerGraph,

@@ -17,6 +17,8 @@ from hmt_cli.match import get_strategy
 from hmt_cli.pipeline import analyze
 from hmt_cli.plan import make_plan
 
+# `centre` pairs exactly as `stage` does; `block` is the default.
+STRATEGIES = ("paper", "stage", "block")
 KIND_MARK = {"conv": "s", "depthwise": "D", "grouped": "h", "linear": "o"}
 
 
@@ -28,13 +30,15 @@ def _column(ax: plt.Axes, x: float, layers: list, levels: list[int]) -> None:
 
 def draw(src_name: str, tgt_name: str, out: Path) -> None:
     src, tgt = analyze(src_name), analyze(tgt_name)
-    fig, axes = plt.subplots(1, 2, figsize=(11, 12), sharey=True)
-    for ax, strategy in zip(axes, ("paper", "stage"), strict=True):
+    fig, axes = plt.subplots(1, 3, figsize=(16, 12), sharey=True)
+    for ax, strategy in zip(axes, STRATEGIES, strict=True):
         plan = make_plan(get_strategy(strategy), src.graph, src.chain, tgt.graph, tgt.chain)
         s_index = {n.path: i for i, n in enumerate(src.chain.layers)}
         for i, pair in enumerate(p for p in plan.pairs if p.role == "chain"):
             if pair.src is not None and pair.src.path in s_index:
-                ax.plot([0, 1], [-s_index[pair.src.path], -i], color="0.6", lw=0.8, zorder=1)
+                closing = pair.note == "closing layer"  # block: a residual's closing layer from a closing layer
+                ax.plot([0, 1], [-s_index[pair.src.path], -i], color="tab:red" if closing else "0.6", lw=0.8,
+                        zorder=2 if closing else 1)
         src_levels = sorted({n.reduction for n in src.chain.layers})
         tgt_levels = sorted({n.reduction for n in tgt.chain.layers})
         _column(ax, 0, list(src.chain.layers), src_levels)
@@ -46,7 +50,8 @@ def draw(src_name: str, tgt_name: str, out: Path) -> None:
         for side in ("top", "right", "left"):
             ax.spines[side].set_visible(False)
     fig.suptitle("chain pairing; colour = resolution stage (/2 ... /32), marker = kind "
-                 "(square conv, diamond depthwise, hexagon grouped, circle linear)", fontsize=9)
+                 "(square conv, diamond depthwise, hexagon grouped, circle linear); "
+                 "red = a residual branch's closing layer from the source's", fontsize=9)
     fig.tight_layout()
     fig.savefig(out, dpi=90)
 

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 from ..errors import UsageError
 from .base import LayerPair, Pairing, Strategy, TensorOp
+from .block import BlockStrategy
 from .centre import CentreStrategy
 from .paper import PaperStrategy
 from .stage import StageStrategy
 
 __all__ = ["STRATEGIES", "get_strategy", "names", "LayerPair", "Pairing", "Strategy", "TensorOp"]
 
-STRATEGIES: list[Strategy] = [PaperStrategy(), StageStrategy(), CentreStrategy()]
+STRATEGIES: list[Strategy] = [PaperStrategy(), StageStrategy(), CentreStrategy(), BlockStrategy()]
 
 
 def names() -> list[str]:

@@ -20,7 +20,7 @@ from ..graph import LayerGraph, LayerNode
 from .base import LayerPair, Pairing, TensorOp
 from .progress import nearest, progress, stage_progress, stages
 
-__all__ = ["StageStrategy", "input_anchor_pair"]
+__all__ = ["StageStrategy", "input_anchor_pair", "pick_layer"]
 
 _OFF_CHAIN_ROLES = ("shortcut", "gate")
 _TOKEN_RULES = {"pos_embed": "pos_embed", "cls_token": "tokens", "reg_token": "tokens", "dist_token": "tokens"}
@@ -30,7 +30,8 @@ def _kernel(node: LayerNode) -> tuple[int, ...]:
     return node.shape[2:] if len(node.shape) > 2 else (1,)
 
 
-def _pick(value: float, tgt: LayerNode, cands: list[LayerNode], where: list[float]) -> int:
+def pick_layer(value: float, tgt: LayerNode, cands: list[LayerNode], where: list[float]) -> int:
+    """Index of the candidate (at relative depths ``where``) for a target layer at depth ``value``."""
     best = nearest(value, where)
     # A same-kernel neighbour at almost the same depth carries more usable structure.
     window = 0.5 / max(len(cands), 1)
@@ -80,7 +81,7 @@ class StageStrategy:
             cands, where = list(src.layers)[skip:], progress(src.layers)[skip:]
             pairs = [anchor] if anchor else []
             for t, p in zip(tgt.layers[first:], progress(tgt.layers)[first:], strict=True):
-                pairs.append(LayerPair(t, cands[_pick(p, t, cands, where)], score=1.0))
+                pairs.append(LayerPair(t, cands[pick_layer(p, t, cands, where)], score=1.0))
         else:
             pairs = [LayerPair(t, None, note="empty source chain") for t in tgt.layers]
         pairs += self._off_chain(src, tgt, src_graph, tgt_graph)
@@ -112,7 +113,7 @@ class StageStrategy:
                 if not cands:
                     out.append(LayerPair(t, None, note=f"source has no {role}", role=role))
                     continue
-                s = cands[_pick(stage_progress(t.reduction, tgt_levels), t, cands, where)]
+                s = cands[pick_layer(stage_progress(t.reduction, tgt_levels), t, cands, where)]
                 out.append(LayerPair(t, s, role=role))
         return out
 
