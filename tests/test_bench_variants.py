@@ -41,6 +41,11 @@ def scale() -> Iterator[ModuleType]:
     yield from _registered("benchmarks.variants.scale")
 
 
+@pytest.fixture
+def step() -> Iterator[ModuleType]:
+    yield from _registered("benchmarks.variants.step")
+
+
 def _plan(strategy: str, src: str, tgt: str) -> TransferPlan:
     s, t = analyze(src), analyze(tgt)
     return make_plan(get_strategy(strategy), s.graph, s.chain, t.graph, t.chain)
@@ -95,8 +100,24 @@ def test_initscale_rescales_the_weights_of_norm_followed_layers(scale: ModuleTyp
     assert written[key].std().item() == pytest.approx(init[key].std().item(), rel=1e-4)
 
 
+def test_block_step_scales_a_shallower_targets_closing_gains(step: ModuleType) -> None:
+    src = analyze("resnet18")
+    assert set(step.blocks_per_stage(src.chain, src.graph).values()) == {2}  # two basic blocks per stage
+    linear = {op.tgt_key: dict(op.params) for op in _plan("block-step", "resnet18", "resnet10t").ops}
+    root = {op.tgt_key: dict(op.params) for op in _plan("block-step-sqrt", "resnet18", "resnet10t").ops}
+    block = {op.tgt_key: dict(op.params) for op in _plan("block", "resnet18", "resnet10t").ops}
+    assert linear.keys() == block.keys() == root.keys()
+    scaled = {k for k, params in linear.items() if "scale_permille" in params}
+    # resnet10t: one block per stage; the closing norm (bn2) of each takes resnet18's, twice as large.
+    assert scaled == {f"layer{i}.0.bn2.{leaf}" for i in range(1, 5) for leaf in ("weight", "bias")}
+    assert {linear[k]["scale_permille"] for k in scaled} == {2000}
+    assert {root[k]["scale_permille"] for k in scaled} == {1414}
+    # A deeper target keeps block's plan exactly.
+    assert _plan("block-step", "resnet18", "resnet50").ops == _plan("block", "resnet18", "resnet50").ops
+
+
 def test_variants_are_not_registered_in_hmt_itself() -> None:
-    assert not {"surplus-closing", "centre-initscale"} & set(names())  # the fixtures restored the registry
+    assert not {"surplus-closing", "centre-initscale", "block-step"} & set(names())  # the fixtures restored it
 
 
 def test_strategy_module_reaches_the_shards(tmp_path: Path) -> None:

@@ -298,3 +298,11 @@ def test_centre_keep_zero_leaves_the_init_for_an_all_zero_source() -> None:
     assert torch.equal(apply_rule("centre", torch.zeros(6), (4,), base), torch.zeros(4))  # off: a plain copy
     src = torch.tensor([0.0, 0.0, 0.5, 0.0, 0.0, 0.0])
     assert torch.equal(apply_rule("centre", src, (4,), base, keep_zero=1), src[1:5])  # any trained value: copied
+
+
+def test_centre_scale_permille_scales_only_what_the_source_writes() -> None:
+    base = torch.full((4,), 7.0)
+    out = apply_rule("centre", torch.tensor([1.0, 2.0]), (4,), base, scale_permille=1500)
+    assert torch.equal(out, torch.tensor([7.0, 1.5, 3.0, 7.0]))  # the target's init part is not scaled
+    with pytest.raises(RuleError, match="scale_permille"):
+        check_rule("centre", (2,), (4,), scale_permille=0)

@@ -116,12 +116,16 @@ def _tokens(src: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     return tokens(src, shape)
 
 
-def check_centre(src: tuple[int, ...], tgt: tuple[int, ...], diagonal: int = 0, keep_zero: int = 0) -> None:
+def check_centre(src: tuple[int, ...], tgt: tuple[int, ...], diagonal: int = 0, keep_zero: int = 0,
+                 scale_permille: int = 1000) -> None:
     """``diagonal=1``: a full conv source into a depthwise target, through the source's diagonal kernels.
     ``keep_zero=1``: an all-zero source (a norm gain timm zero-initialized and nobody trained) leaves the
-    target's init as it is."""
+    target's init as it is. ``scale_permille``: the source values are multiplied by this / 1000 before
+    they are written (the part kept from the target's init is not)."""
     if diagonal not in (0, 1) or keep_zero not in (0, 1):
         raise RuleError(f"centre: diagonal and keep_zero must be 0 or 1, got {diagonal}, {keep_zero}")
+    if not 0 < scale_permille <= 100_000:
+        raise RuleError(f"centre: scale_permille must be in 1..100000, got {scale_permille}")
     if diagonal and not (len(src) == len(tgt) and 3 <= len(src) <= 5 and tgt[1] == 1):
         raise RuleError(f"centre with diagonal kernels needs a conv source and a depthwise target, got {src} -> {tgt}")
     same_rank = len(src) == len(tgt) and 1 <= len(src) <= 5
@@ -131,13 +135,15 @@ def check_centre(src: tuple[int, ...], tgt: tuple[int, ...], diagonal: int = 0, 
 
 
 def centre(src: torch.Tensor, shape: tuple[int, ...], base: torch.Tensor | None = None,
-           diagonal: int = 0, keep_zero: int = 0) -> torch.Tensor:
+           diagonal: int = 0, keep_zero: int = 0, scale_permille: int = 1000) -> torch.Tensor:
     if base is None or tuple(base.shape) != tuple(shape):
         raise RuleError(f"centre writes into the target's init of shape {shape}; got none or another shape")
     if keep_zero and not bool(src.any()):
         # A zero gain is the source's init (timm zero-inits each residual block's last norm), not
         # knowledge; copied onto a norm mid-block it would cut the signal path there.
         return base.to(device=src.device, dtype=src.dtype, copy=True)
+    if scale_permille != 1000:
+        src = src * (scale_permille / 1000)
     return centre_into(diagonal_kernels(src) if diagonal else src, base)
 
 
