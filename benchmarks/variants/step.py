@@ -22,7 +22,7 @@ from dataclasses import replace
 from hmt_cli.chain import Chain
 from hmt_cli.graph import LayerGraph, LayerNode
 from hmt_cli.match import STRATEGIES, LayerPair, Pairing, TensorOp, names
-from hmt_cli.match.block import BlockStrategy, residual_blocks
+from hmt_cli.match.block import CLOSING_NOTE, BlockStrategy, residual_blocks
 
 __all__ = ["BlockStep", "BlockStepSqrt", "blocks_per_stage"]
 
@@ -50,7 +50,7 @@ class BlockStep(BlockStrategy):
         s_count, t_count = blocks_per_stage(src, src_graph), blocks_per_stage(tgt, tgt_graph)
         self._factor = {}
         for p in pairing.pairs:
-            if p.note == "closing layer" and p.src is not None:
+            if p.note == CLOSING_NOTE and p.src is not None:
                 s, t = s_count.get(p.src.index, 1), t_count.get(p.tgt.index, 1)
                 if s > t:
                     self._factor[p.tgt.path] = self.factor(s, t)
@@ -61,13 +61,13 @@ class BlockStep(BlockStrategy):
         factor = self._factor.get(pair.tgt.path)
         if factor is None:
             return ops
-        scaled = _branch_output_keys(pair.tgt, tgt)
+        scaled = _branch_output_keys(pair.tgt)
         permille = (("scale_permille", round(1000 * factor)),)
         return [replace(op, params=op.params + permille) if op.tgt_key in scaled and op.rule == "centre" else op
                 for op in ops]
 
 
-def _branch_output_keys(node: LayerNode, graph: LayerGraph) -> set[str]:
+def _branch_output_keys(node: LayerNode) -> set[str]:
     """What sets the scale of the branch's output: the norm's gain and bias, else the layer's weight and bias."""
     if node.norm:
         return {f"{node.norm}.weight", f"{node.norm}.bias"}

@@ -14,6 +14,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
 from hmt_cli.match import get_strategy
+from hmt_cli.match.block import CLOSING_NOTE
 from hmt_cli.pipeline import analyze
 from hmt_cli.plan import make_plan
 
@@ -36,7 +37,7 @@ def draw(src_name: str, tgt_name: str, out: Path) -> None:
         s_index = {n.path: i for i, n in enumerate(src.chain.layers)}
         for i, pair in enumerate(p for p in plan.pairs if p.role == "chain"):
             if pair.src is not None and pair.src.path in s_index:
-                closing = pair.note == "closing layer"  # block: a residual's closing layer from a closing layer
+                closing = pair.note == CLOSING_NOTE  # block: a residual's closing layer from a closing layer
                 ax.plot([0, 1], [-s_index[pair.src.path], -i], color="tab:red" if closing else "0.6", lw=0.8,
                         zorder=2 if closing else 1)
         src_levels = sorted({n.reduction for n in src.chain.layers})

@@ -30,7 +30,11 @@ from .centre import CentreStrategy
 from .progress import nearest, progress
 from .stage import input_anchor_pair, pick_layer
 
-__all__ = ["BlockStrategy", "block_prefix", "residual_blocks", "units"]
+__all__ = ["CLOSING_NOTE", "BlockStrategy", "block_prefix", "residual_blocks", "units"]
+
+# The note on a pair whose target layer closes a residual branch and takes the source's closing layer: the
+# report prints it, and what reads a plan (the step variants, the pairing figure) selects those pairs by it.
+CLOSING_NOTE = "closing layer"
 
 
 def residual_blocks(chain: Chain, graph: LayerGraph) -> dict[int, int]:
@@ -115,7 +119,7 @@ def _within(tu: list[LayerNode], su: list[LayerNode], src: LayerGraph, tgt: Laye
     out = []
     for t in tu:
         if role and t in t_closing:
-            out.append(LayerPair(t, closing[-1], note="closing layer"))
+            out.append(LayerPair(t, closing[-1], note=CLOSING_NOTE))
         else:
             p = (rest.index(t) + 0.5) / len(rest)
             out.append(LayerPair(t, inner[pick_layer(p, t, inner, where)]))
