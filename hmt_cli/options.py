@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import ast
 import dataclasses
+import tomllib
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-
-import tomllib
 
 from .errors import UsageError
 
