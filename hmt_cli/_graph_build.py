@@ -168,6 +168,7 @@ def build_layer_graph(
     layers: list[LayerNode] = []
     for index, (rec, red, _) in enumerate(b.protos):
         norm = b.post_norm.get(index)
+        follows = norm is not None
         if norm is None and b.pre_norm.get(index) not in attached:
             norm = b.pre_norm.get(index)  # pre-norm (transformers): the norm right before the layer
         if norm:
@@ -176,7 +177,7 @@ def build_layer_graph(
         layers.append(LayerNode(
             index=index, path=rec.module, kind=layer_kind(rec.weight_shape, rec.groups), weight=rec.weight,
             bias=rec.bias, shape=rec.weight_shape, groups=rec.groups, stride=rec.stride, reduction=red,
-            norm=norm, norm_keys=norm_paths.get(norm, ()) if norm else (), extra_keys=extra,
+            norm=norm, norm_keys=norm_paths.get(norm, ()) if norm else (), norm_follows=follows, extra_keys=extra,
         ))
     return _graph(trace, model_name, b, tuple(layers), _head(layers, head_names, b), param_shapes, norm_paths)
 

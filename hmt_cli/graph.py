@@ -69,6 +69,7 @@ class LayerNode:
     reduction: int = 1  # input resolution / this layer's output resolution (its "stage")
     norm: str | None = None  # module path of the attached normalization layer
     norm_keys: tuple[str, ...] = ()
+    norm_follows: bool = False  # the norm normalizes this layer's output (post-norm), not its input (pre-norm)
     extra_keys: tuple[str, ...] = ()  # other tensors the layer op read (q_bias/v_bias, a weight gain)
 
 

@@ -60,6 +60,7 @@ def _std(t: torch.Tensor) -> float:
 
 
 _MEASURES = {"init_std": _std, "init_rms": _rms}
+_FOLLOWERS = {"layer": 1}  # scale kinds that reuse their layer's factor, to this power
 
 
 def reference_sizes(plan: TransferPlan, state: Mapping[str, torch.Tensor]) -> dict[str, float]:
@@ -72,28 +73,28 @@ def rescale(plan: TransferPlan, sizes: Mapping[str, float], state: MutableMappin
 
     ``init_std`` (weights): match the std of the target's own init (``sizes``, from
     :func:`reference_sizes`). ``init_rms`` (norm gains): match its root-mean-square, keeping the
-    source's relative channel gains. ``norm_bias``: the factor of the norm's gain, so each channel's
-    activation threshold ``-bias/gain`` is preserved. A zero init (zero-init residual branches) is
-    deliberate and kept, as is a zero result: those keys are returned, and left for the caller to revert.
+    source's relative channel gains. ``layer``: the factor that the same target layer's measured op
+    got, for a tensor that must move with a weight (its bias) to keep the layer's function. A zero init
+    (zero-init residual branches) is deliberate and kept, as is a zero result: those keys, and the keys
+    that follow their factor, are returned, and left for the caller to revert.
     """
     revert: list[str] = []
-    factors: dict[str, float] = {}
-    ordered = [op for op in plan.ops if op.scale in _MEASURES] + [op for op in plan.ops if op.scale == "norm_bias"]
-    for op in ordered:
+    factors: dict[str, float | None] = {}  # target layer -> the factor of its measured op
+    for op in (op for op in plan.ops if op.scale in _MEASURES):
         out = state[op.tgt_key]
-        module = op.tgt_key.rsplit(".", 1)[0]
-        if op.scale == "norm_bias":
-            factor = factors.get(module)
-        else:
-            ref_size, out_size = sizes[op.tgt_key], _MEASURES[op.scale](out)
-            ok = ref_size > 0.0 and out_size > 0.0 and math.isfinite(out_size)
-            factor = ref_size / out_size if ok else None
-            if factor is not None:
-                factors[module] = factor
+        ref_size, out_size = sizes[op.tgt_key], _MEASURES[op.scale](out)
+        ok = ref_size > 0.0 and out_size > 0.0 and math.isfinite(out_size)
+        factor = factors[op.tgt_layer] = ref_size / out_size if ok else None
         if factor is None:
             revert.append(op.tgt_key)
         else:
             out.copy_(out.float() * factor)  # in place: the tensor may be the model's own parameter
+    for op in (op for op in plan.ops if op.scale in _FOLLOWERS):
+        factor = factors.get(op.tgt_layer)
+        if factor is None:
+            revert.append(op.tgt_key)
+        else:
+            state[op.tgt_key].copy_(state[op.tgt_key].float() * factor ** _FOLLOWERS[op.scale])
     return revert
 
 

@@ -14,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("HMT_SHARED") or REPO.parent / "shared")
@@ -130,6 +131,29 @@ def test_source_checkpoint_is_cached_and_ignored_by_git(
     cache = smoke[0] / "cache"
     assert list(cache.glob("pretrain-resnet18-*.safetensors"))
     assert (cache / ".gitignore").read_text().strip() == "*"
+
+
+def test_a_cached_source_that_changed_is_refused(
+    smoke: tuple[Path, subprocess.CompletedProcess[str]], tmp_path: Path
+) -> None:
+    """A checkpoint saved over in the cache (by anything but the benchmark) must not be used as the source."""
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    cache = tmp_path / "cache"
+    shutil.copytree(smoke[0] / "cache", cache)
+    ckpt = next(cache.glob("pretrain-resnet18-*.safetensors"))
+    assert len(json.loads(ckpt.with_suffix(".json").read_text())["sha256"]) == 64
+    state = load_file(str(ckpt))
+    state["bn1.weight"] = torch.full_like(state["bn1.weight"], 0.5)
+    save_file(state, str(ckpt))
+    out = tmp_path / "out"
+    _run_smoke(out, "--cache", str(cache), "--config", str(REPO / "configs" / "bench" / "arm1.yaml"))
+    results = _results(out)
+    assert not [r for r in results["runs"] if r["init"] not in ("scratch", "upper")], results["runs"]
+    assert any("changed since it was trained" in s["reason"] and s.get("arm") == "arm1"
+               for s in results["skipped"]), results["skipped"]
 
 
 def test_workers_run_the_same_plan_in_parallel_shards(

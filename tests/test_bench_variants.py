@@ -46,6 +46,21 @@ def step() -> Iterator[ModuleType]:
     yield from _registered("benchmarks.variants.step")
 
 
+@pytest.fixture
+def ablate() -> Iterator[ModuleType]:
+    import hmt_cli.apply
+    import hmt_cli.reshape
+
+    saved = dict(hmt_cli.reshape.RULES), dict(hmt_cli.reshape.CHECKS), hmt_cli.reshape.BASED_RULES
+    try:
+        yield from _registered("benchmarks.variants.ablate")
+    finally:  # the module adds an experimental rule to the registries: take it out again
+        for registry, before in zip((hmt_cli.reshape.RULES, hmt_cli.reshape.CHECKS), saved[:2], strict=True):
+            registry.clear()
+            registry.update(before)
+        hmt_cli.reshape.BASED_RULES = hmt_cli.apply.BASED_RULES = saved[2]
+
+
 def _plan(strategy: str, src: str, tgt: str) -> TransferPlan:
     s, t = analyze(src), analyze(tgt)
     return make_plan(get_strategy(strategy), s.graph, s.chain, t.graph, t.chain)
@@ -116,8 +131,34 @@ def test_block_step_scales_a_shallower_targets_closing_gains(step: ModuleType) -
     assert _plan("block-step", "resnet18", "resnet50").ops == _plan("block", "resnet18", "resnet50").ops
 
 
+def test_ablations_change_only_what_they_name(ablate: ModuleType) -> None:
+    import torch
+
+    block = {op.tgt_key: op for op in _plan("block", "resnet18", "mobilenetv3_large_100").ops}
+    nostem = {op.tgt_key: op for op in _plan("block-nostem", "resnet18", "mobilenetv3_large_100").ops}
+    nohead = {op.tgt_key: op for op in _plan("block-nohead", "resnet18", "mobilenetv3_large_100").ops}
+    resize = {op.tgt_key: op for op in _plan("block-stemresize", "resnet18", "mobilenetv3_large_100").ops}
+    stem = {k for k in block if k.startswith(("conv_stem.", "bn1."))}
+    assert "conv_stem.weight" in stem and set(block) - set(nostem) == stem
+    assert set(block) - set(nohead) == {"conv_head.weight"}
+    assert {k for k in block if resize[k] != block[k]} == stem
+    assert resize["conv_stem.weight"].rule == "paper" and {resize[k].rule for k in stem - {"conv_stem.weight"}} == \
+        {"cyclic"}
+    balanced = _plan("block-balanced", "resnet18", "mobilenetv3_large_100").ops
+    assert {op.tgt_key for op in balanced if op.rule == "centre_balanced"} == \
+        {k for k in block if k.endswith(".weight") and len(block[k].tgt_shape) == 1}  # no shortcut norms here
+    # The balancing rule: the kept part of a gain takes the written part's mean magnitude; zero stays zero.
+    out = ablate.centre_balanced(torch.tensor([0.2, 0.4]), (4,), base=torch.ones(4))
+    assert torch.allclose(out, torch.tensor([0.3, 0.2, 0.4, 0.3]))
+    zero = ablate.centre_balanced(torch.tensor([0.2, 0.4]), (4,), base=torch.zeros(4))
+    assert torch.equal(zero, torch.tensor([0.0, 0.2, 0.4, 0.0]))
+
+
 def test_variants_are_not_registered_in_hmt_itself() -> None:
-    assert not {"surplus-closing", "centre-initscale", "block-step"} & set(names())  # the fixtures restored it
+    from hmt_cli.reshape import RULES
+
+    assert not {"surplus-closing", "centre-initscale", "block-step", "block-nostem"} & set(names())
+    assert "centre_balanced" not in RULES  # the fixtures restored the registries
 
 
 def test_strategy_module_reaches_the_shards(tmp_path: Path) -> None:

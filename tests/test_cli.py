@@ -175,7 +175,7 @@ def test_model_arguments(tmp_path: Path, weights_dir: Path) -> None:
 # --- --config ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("preset", ["paper", "stage", "centre", "block"])
+@pytest.mark.parametrize("preset", ["paper", "stage", "centre", "block", "block-initscale"])
 def test_presets_as_shipped(preset: str) -> None:
     run = invoke_cli("transfer", "--config", REPO / "configs" / f"{preset}.toml", "--dry-run", "--json")
     assert run.code == 0, run
@@ -283,7 +283,7 @@ def test_strategies() -> None:
     assert human.code == 0 and "paper" in human.stderr and "block (default)" in human.stderr, human
     assert human.stdout == "", human
     rows = json.loads(invoke_cli("strategies", "--json").stdout)
-    assert {"paper", "stage", "centre", "block"} <= {row["name"] for row in rows}
+    assert {"paper", "stage", "centre", "block", "block-initscale"} <= {row["name"] for row in rows}
     assert [row["name"] for row in rows if row["default"]] == ["block"]
 
 

@@ -7,12 +7,15 @@ from ..errors import UsageError
 from .base import LayerPair, Pairing, Strategy, TensorOp
 from .block import BlockStrategy
 from .centre import CentreStrategy
+from .initscale import BlockInitScaleStrategy
 from .paper import PaperStrategy
 from .stage import StageStrategy
 
 __all__ = ["STRATEGIES", "get_strategy", "names", "LayerPair", "Pairing", "Strategy", "TensorOp"]
 
-STRATEGIES: list[Strategy] = [PaperStrategy(), StageStrategy(), CentreStrategy(), BlockStrategy()]
+STRATEGIES: list[Strategy] = [
+    PaperStrategy(), StageStrategy(), CentreStrategy(), BlockStrategy(), BlockInitScaleStrategy(),
+]
 
 
 def names() -> list[str]:

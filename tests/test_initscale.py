@@ -1,0 +1,118 @@
+"""``block-initscale``: block's tensors, with weights behind a BatchNorm at the target init's scale and the
+tensors that must move with them (bias, running statistics) moved by the same factor."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import invoke_cli, save_state, timm_state
+
+from hmt_cli.health import rescale
+from hmt_cli.match import TensorOp, get_strategy
+from hmt_cli.match.initscale import behind_batchnorm
+from hmt_cli.pipeline import analyze
+from hmt_cli.plan import TransferPlan, make_plan
+
+
+def plan_for(strategy: str, src: str, tgt: str) -> TransferPlan:
+    s, t = analyze(src), analyze(tgt)
+    return make_plan(get_strategy(strategy), s.graph, s.chain, t.graph, t.chain)
+
+
+def _trained_like(name: str) -> dict[str, torch.Tensor]:
+    """A random source with a trained network's traits: small kernels (what makes the scales differ) and
+    non-trivial BatchNorm statistics (what the eval-mode function depends on)."""
+    state = timm_state(name, seed=5)
+    g = torch.Generator().manual_seed(5)
+    for key, value in state.items():
+        if key.endswith(".weight") and value.dim() == 4:
+            state[key] = value * 0.1
+        elif key.endswith(".running_mean"):
+            state[key] = 0.05 * torch.randn(value.shape, generator=g)
+        elif key.endswith(".running_var"):
+            state[key] = 0.01 + 0.02 * torch.rand(value.shape, generator=g)
+    return state
+
+
+def _transfer(tmp_path: Path, weights: Path, strategy: str, tgt: str) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    out = tmp_path / f"{strategy}-{tgt}.safetensors"
+    run = invoke_cli("transfer", "--src", "test_resnet", "--src-weights", weights, "--tgt", tgt, "--out", out,
+                     "--strategy", strategy, "--signal-check", "off", "--seed", 0, "--quiet")
+    assert run.code == 0, run
+    return load_file(str(out))
+
+
+def test_initscale_computes_blocks_function_at_the_inits_scale(tmp_path: Path) -> None:
+    import timm
+
+    weights = save_state(_trained_like("test_resnet"), tmp_path / "src.safetensors")
+    block = _transfer(tmp_path, weights, "block", "test_efficientnet")
+    scaled = _transfer(tmp_path, weights, "block-initscale", "test_efficientnet")
+    init = timm_state("test_efficientnet", seed=0)
+    plan = plan_for("block-initscale", "test_resnet", "test_efficientnet")
+    rescaled = [op.tgt_key for op in plan.ops if op.scale == "init_std"]
+    assert len(rescaled) >= 5
+    for key in rescaled:  # at the init's scale; block keeps the source's (0.1x)
+        assert torch.std(scaled[key]).item() == pytest.approx(torch.std(init[key]).item(), rel=1e-4), key
+        assert torch.std(block[key]).item() < 0.9 * torch.std(init[key]).item(), key  # part of it kept init
+    # Running statistics stay the source's, unscaled: the same tensors as block's.
+    stats = [op.tgt_key for op in plan.ops if op.tgt_key.endswith((".running_mean", ".running_var"))]
+    assert stats and all(torch.equal(scaled[k], block[k]) for k in stats)
+    # The same function in training mode (batch statistics, as fine-tuning runs), up to the norms' eps: with
+    # a negligible eps the two must agree to rounding.
+    models = []
+    for state in (block, scaled):
+        model = timm.create_model("test_efficientnet")
+        model.load_state_dict(state, strict=True)
+        for module in model.modules():
+            if isinstance(module, torch.nn.modules.batchnorm._BatchNorm):
+                module.eps = 1e-12
+        models.append(model)
+    x = torch.randn(4, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        a, b = (m.train()(x) for m in models)
+    torch.testing.assert_close(b, a, rtol=1e-4, atol=1e-5 * a.abs().max().item())
+
+
+def test_initscale_changes_nothing_without_a_batchnorm_after_the_layer(tmp_path: Path) -> None:
+    """A ViT's layers are pre-norm (LayerNorm before qkv / fc1): scaling them would change the function."""
+    weights = save_state(_trained_like("test_resnet"), tmp_path / "src.safetensors")
+    block = _transfer(tmp_path, weights, "block", "test_vit")
+    scaled = _transfer(tmp_path, weights, "block-initscale", "test_vit")
+    assert block.keys() == scaled.keys()
+    assert all(torch.equal(block[k], scaled[k]) for k in block)
+
+
+def test_initscale_plan_scales_exactly_the_layers_behind_a_batchnorm() -> None:
+    plan = plan_for("block-initscale", "resnet18", "mobilenetv3_large_100")
+    layers = {n.path: n for n in analyze("mobilenetv3_large_100").graph.layers}
+    scaled = {op.tgt_layer for op in plan.ops if op.scale == "init_std"}
+    written = {op.tgt_layer for op in plan.ops if op.tgt_key == layers[op.tgt_layer].weight}
+    assert scaled == {p for p in written if behind_batchnorm(layers[p])}
+    assert "conv_head" in written and "conv_head" not in scaled  # no norm after the head conv
+    assert "blocks.0.0.conv_dw" in scaled
+    # Everything but the scale is block's plan.
+    block = plan_for("block", "resnet18", "mobilenetv3_large_100")
+    assert [(o.tgt_key, o.src_key, o.rule, o.params) for o in plan.ops] == \
+        [(o.tgt_key, o.src_key, o.rule, o.params) for o in block.ops]
+
+
+def _op(key: str, layer: str, scale: str) -> TensorOp:
+    return TensorOp(key, key, "copy", (4,), (4,), layer, layer, scale=scale)
+
+
+def test_rescale_moves_a_bias_with_its_weights_factor_and_reverts_both_together() -> None:
+    ops = (_op("a.weight", "a", "init_std"), _op("a.bias", "a", "layer"),
+           _op("b.weight", "b", "init_std"), _op("b.bias", "b", "layer"))
+    plan = TransferPlan("t", "s", "t", 1, 1, (), ops, ())
+    state = {"a.weight": torch.tensor([1.0, -1.0, 1.0, -1.0]), "a.bias": torch.tensor([0.5, 0.0, 0.0, 1.0]),
+             "b.weight": torch.zeros(4), "b.bias": torch.ones(4)}
+    sizes = {"a.weight": 4.0 * float(torch.std(state["a.weight"])), "b.weight": 1.0}
+    revert = rescale(plan, sizes, state)
+    assert torch.equal(state["a.weight"], torch.tensor([4.0, -4.0, 4.0, -4.0]))
+    assert torch.equal(state["a.bias"], torch.tensor([2.0, 0.0, 0.0, 4.0]))
+    assert sorted(revert) == ["b.bias", "b.weight"]  # an all-zero weight has no factor: its bias follows it
