@@ -16,6 +16,7 @@ leaves partial results behind.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import importlib.metadata
 import json
 import os
@@ -211,6 +212,28 @@ def environment(device: torch.device) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------- pre-training
 
 
+class CacheModified(RuntimeError):
+    """A cached pre-trained checkpoint is not the file the benchmark wrote."""
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def check_unchanged(path: Path, meta: Mapping[str, Any]) -> None:
+    """Refuse a cached checkpoint whose bytes changed since it was trained (an analysis script that saved
+    over it once cost a session its arm-1 runs: they silently used a damaged source). Entries written
+    before the checksum was recorded are accepted as they are."""
+    recorded = meta.get("sha256")
+    if recorded is not None and file_sha256(path) != recorded:
+        raise CacheModified(f"{path} changed since it was trained (sha256 differs from {path.stem}.json); "
+                            "delete both files to train it again")
+
+
 def pretrained(
     ctx: Context,
     arm: ArmConfig,
@@ -234,8 +257,10 @@ def pretrained(
     path = ctx.cache / f"pretrain-{slug(model_name)}-{key}.safetensors"
     meta_path = path.with_suffix(".json")
     if path.exists() and meta_path.exists():
+        meta = json.loads(meta_path.read_text())
+        check_unchanged(path, meta)
         log(ctx, f"{arm.arm}: reusing cached pre-trained {model_name} ({path.name})")
-        return path, {**json.loads(meta_path.read_text()), "cached": True}
+        return path, {**meta, "cached": True}
     log(
         ctx,
         f"{arm.arm}: pre-training {model_name} on {spec.data.dataset} classes {list(spec.data.classes)} "
@@ -277,6 +302,7 @@ def pretrained(
         "trained_on": str(ctx.device),
     }
     save_state(model.cpu(), path, info)
+    info["sha256"] = file_sha256(path)  # checked on every reuse: see check_unchanged
     meta_path.write_text(json.dumps(info, indent=1) + "\n")
     log(
         ctx,
@@ -663,7 +689,12 @@ def main(argv: Sequence[str] | None = None) -> int:
                 deadline += 60 * arm.budget_min * scale  # time an arm leaves unused goes to the next one
                 log(ctx, f"{arm.arm} ({args.profile}): {arm.description}")
                 # An `upper`-only shard must not pre-train the source the parent is training beside it.
-                source = prepare_source(ctx, arm) if needs_source(arm.inits) else None
+                try:
+                    source = prepare_source(ctx, arm) if needs_source(arm.inits) else None
+                except CacheModified as exc:  # the other arms' results still count
+                    log(ctx, f"{arm.arm}: source failed: {exc}")
+                    results.skip(f"source failed: {type(exc).__name__}: {exc}", arm=arm.arm)
+                    continue
                 if source is not None:
                     results.data["sources"][arm.arm] = dict(source.info)
                 Runner(ctx, arm, source, results, deadline).run_all()
