@@ -59,7 +59,8 @@ def _std(t: torch.Tensor) -> float:
     return float(t.float().std()) if t.numel() > 1 else 0.0
 
 
-_MEASURES = {"init_std": _std, "init_rms": _rms}
+_MEASURES = {"init_std": _std, "init_rms": _rms, "init_std_up": _std}
+_UP_ONLY = {"init_std_up"}  # scale kinds that only ever scale up (a factor below 1 counts as 1)
 _FOLLOWERS = {"layer": 1}  # scale kinds that reuse their layer's factor, to this power
 
 
@@ -72,7 +73,8 @@ def rescale(plan: TransferPlan, sizes: Mapping[str, float], state: MutableMappin
     """Apply every op's ``scale`` in place; returns the keys that must go back to the target's init.
 
     ``init_std`` (weights): match the std of the target's own init (``sizes``, from
-    :func:`reference_sizes`). ``init_rms`` (norm gains): match its root-mean-square, keeping the
+    :func:`reference_sizes`); ``init_std_up``: the same, but only ever up (a result above the init's
+    std keeps its scale). ``init_rms`` (norm gains): match its root-mean-square, keeping the
     source's relative channel gains. ``layer``: the factor that the same target layer's measured op
     got, for a tensor that must move with a weight (its bias) to keep the layer's function. A zero init
     (zero-init residual branches) is deliberate and kept, as is a zero result: those keys, and the keys
@@ -84,7 +86,10 @@ def rescale(plan: TransferPlan, sizes: Mapping[str, float], state: MutableMappin
         out = state[op.tgt_key]
         ref_size, out_size = sizes[op.tgt_key], _MEASURES[op.scale](out)
         ok = ref_size > 0.0 and out_size > 0.0 and math.isfinite(out_size)
-        factor = factors[op.tgt_layer] = ref_size / out_size if ok else None
+        factor = ref_size / out_size if ok else None
+        if factor is not None and op.scale in _UP_ONLY:
+            factor = max(factor, 1.0)
+        factors[op.tgt_layer] = factor
         if factor is None:
             revert.append(op.tgt_key)
         else:

@@ -54,9 +54,9 @@ def test_initscale_computes_blocks_function_at_the_inits_scale(tmp_path: Path) -
     scaled = _transfer(tmp_path, weights, "block-initscale", "test_efficientnet")
     init = timm_state("test_efficientnet", seed=0)
     plan = plan_for("block-initscale", "test_resnet", "test_efficientnet")
-    rescaled = [op.tgt_key for op in plan.ops if op.scale == "init_std"]
+    rescaled = [op.tgt_key for op in plan.ops if op.scale == "init_std_up"]
     assert len(rescaled) >= 5
-    for key in rescaled:  # at the init's scale; block keeps the source's (0.1x)
+    for key in rescaled:  # up to the init's scale (this source is smaller everywhere); block keeps the source's
         assert torch.std(scaled[key]).item() == pytest.approx(torch.std(init[key]).item(), rel=1e-4), key
         assert torch.std(block[key]).item() < 0.9 * torch.std(init[key]).item(), key  # part of it kept init
     # Running statistics stay the source's, unscaled: the same tensors as block's.
@@ -90,7 +90,7 @@ def test_initscale_changes_nothing_without_a_batchnorm_after_the_layer(tmp_path:
 def test_initscale_plan_scales_exactly_the_layers_behind_a_batchnorm() -> None:
     plan = plan_for("block-initscale", "resnet18", "mobilenetv3_large_100")
     layers = {n.path: n for n in analyze("mobilenetv3_large_100").graph.layers}
-    scaled = {op.tgt_layer for op in plan.ops if op.scale == "init_std"}
+    scaled = {op.tgt_layer for op in plan.ops if op.scale == "init_std_up"}
     written = {op.tgt_layer for op in plan.ops if op.tgt_key == layers[op.tgt_layer].weight}
     assert scaled == {p for p in written if behind_batchnorm(layers[p])}
     assert "conv_head" in written and "conv_head" not in scaled  # no norm after the head conv
@@ -107,12 +107,22 @@ def _op(key: str, layer: str, scale: str) -> TensorOp:
 
 def test_rescale_moves_a_bias_with_its_weights_factor_and_reverts_both_together() -> None:
     ops = (_op("a.weight", "a", "init_std"), _op("a.bias", "a", "layer"),
-           _op("b.weight", "b", "init_std"), _op("b.bias", "b", "layer"))
+           _op("b.weight", "b", "init_std"), _op("b.bias", "b", "layer"),
+           _op("c.weight", "c", "init_std_up"), _op("c.bias", "c", "layer"),
+           _op("d.weight", "d", "init_std_up"), _op("d.bias", "d", "layer"))
     plan = TransferPlan("t", "s", "t", 1, 1, (), ops, ())
     state = {"a.weight": torch.tensor([1.0, -1.0, 1.0, -1.0]), "a.bias": torch.tensor([0.5, 0.0, 0.0, 1.0]),
-             "b.weight": torch.zeros(4), "b.bias": torch.ones(4)}
-    sizes = {"a.weight": 4.0 * float(torch.std(state["a.weight"])), "b.weight": 1.0}
+             "b.weight": torch.zeros(4), "b.bias": torch.ones(4),
+             "c.weight": torch.tensor([1.0, -1.0, 1.0, -1.0]), "c.bias": torch.ones(4),
+             "d.weight": torch.tensor([1.0, -1.0, 1.0, -1.0]), "d.bias": torch.ones(4)}
+    sd = float(torch.std(state["a.weight"]))
+    sizes = {"a.weight": 4.0 * sd, "b.weight": 1.0, "c.weight": 2.0 * sd, "d.weight": 0.5 * sd}
     revert = rescale(plan, sizes, state)
     assert torch.equal(state["a.weight"], torch.tensor([4.0, -4.0, 4.0, -4.0]))
     assert torch.equal(state["a.bias"], torch.tensor([2.0, 0.0, 0.0, 4.0]))
     assert sorted(revert) == ["b.bias", "b.weight"]  # an all-zero weight has no factor: its bias follows it
+    # init_std_up: up to the init's std (x2, bias too), never down (d keeps its values).
+    assert torch.equal(state["c.weight"], torch.tensor([2.0, -2.0, 2.0, -2.0])) and torch.equal(state["c.bias"],
+                                                                                             torch.full((4,), 2.0))
+    assert torch.equal(state["d.weight"], torch.tensor([1.0, -1.0, 1.0, -1.0])) and torch.equal(state["d.bias"],
+                                                                                             torch.ones(4))

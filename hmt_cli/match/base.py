@@ -27,8 +27,8 @@ class TensorOp:
     ``params`` are extra integer arguments of the rule (e.g. group counts). ``scale`` is applied
     after the rule: ``none`` keeps the source's magnitude; ``init_std`` rescales the result to the
     standard deviation of the target's own init of that tensor (signal health by construction);
-    ``init_rms`` matches the init's root-mean-square instead; ``layer`` multiplies by the factor of the
-    ``init_std``/``init_rms`` op of the same ``tgt_layer`` (``health.rescale``).
+    ``init_rms`` matches the init's root-mean-square instead, ``init_std_up`` the std but only scales up;
+    ``layer`` multiplies by the factor of the measured op of the same ``tgt_layer`` (``health.rescale``).
     """
 
     tgt_key: str
