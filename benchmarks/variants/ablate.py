@@ -16,8 +16,9 @@ one suspect and keeps the rest of ``block``'s plan:
   (a trained ResNet's 0.3-0.5), so the untrained channels do not start 2-3x louder than the transferred
   ones and drown them. A zero-init gain (timm's residual-closing norms) stays zero.
 
-The fifth suspect, the weights' scale behind a BatchNorm (the effective learning rate), was the one that
-mattered; it became the ``block-initscale`` strategy (``hmt_cli/match/initscale.py``).
+``block-stemresize`` was not run: ``block-nostem`` showed that the stem's transfer helps. The fifth suspect,
+the weights' scale behind a BatchNorm (the effective learning rate), was the one that mattered; it became
+the ``block-initscale`` strategy (``hmt_cli/match/initscale.py``). Results: docs/quality.md.
 """
 
 from __future__ import annotations

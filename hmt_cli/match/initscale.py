@@ -11,16 +11,16 @@ keeps the pattern and gives the target's own effective learning rate.
 * Pairing and tensor rules: ``block``'s.
 * For a chain layer whose output goes straight into a BatchNorm: the written weight is scaled up to the
   std of the target's own init of it when it is smaller (``init_std_up``), and its bias by the same
-  factor (``layer``). A weight already larger than the init keeps its scale: scaled down it would take
-  larger steps than the source left it to (a CIFAR ResNet-56's stem is 3x timm's init). Measured, the two
-  versions are level (arm-2 ``mobilenetv3_large_100`` on Fashion-MNIST: 65.8 against 66.0; docs/quality.md). In
-  training mode, as fine-tuning runs, the result computes ``block``'s function (up to the norm's eps,
-  which the larger scale makes matter less).
+  factor (``layer``). In training mode, as fine-tuning runs, the result computes ``block``'s function (up
+  to the norm's eps, which the larger scale makes matter less). A weight already larger than the init
+  keeps its scale: scaled down it would take larger steps than the source left it to (a CIFAR
+  ResNet-56's stem is 3x timm's init). Measured, the version that also scaled down is level with this
+  one (arm-2 ``mobilenetv3_large_100`` on Fashion-MNIST: 66.0 against 65.8; docs/quality.md).
 * The norm's running statistics stay the source's, unscaled. They describe the source's activations,
   not the target's, either way, and fine-tuning re-estimates them (momentum 0.1: ~50 steps). Scaled by
   ``c`` and ``c^2`` (up to ~1,400x on a depthwise conv) they would be a stale prior that washes out
   ``c^2`` times slower: measured on ``mobilenetv3_large_100`` (arm 1), evaluation after 10 epochs sat at
-  chance on 2 of 3 seeds that way (docs/quality.md). So in eval mode, before fine-tuning, the result is
+  chance on 4 of 5 seeds that way (docs/quality.md). So in eval mode, before fine-tuning, the result is
   not ``block``'s function.
 * Pre-norm layers (a transformer's ``qkv`` after its LayerNorm) and layers behind a LayerNorm or
   GroupNorm keep ``block``'s tensors: there a scale is part of the function (pre-norm) or, for a ConvNeXt
