@@ -14,7 +14,7 @@ import torch
 from .errors import InvalidValues
 from .io import WeightSource
 from .plan import TransferPlan
-from .reshape import BASED_RULES, apply_rule
+from .reshape import apply_rule
 
 __all__ = ["apply_plan", "check_finite", "single_thread"]
 
@@ -104,8 +104,9 @@ def _apply(
         # op.params as plan.check_rule validated them (group counts); cast before checking and
         # moving: an overflow of a narrower output dtype is caught, and only target-sized data
         # crosses to the CPU.
-        base = target[op.tgt_key] if op.rule in BASED_RULES else None  # still the target's init here
-        out = apply_rule(op.rule, src, op.tgt_shape, base, **dict(op.params)).to(target[op.tgt_key].dtype)
+        # target[op.tgt_key] is still the target's init here: apply_rule hands it to the rules that write into it.
+        base = target[op.tgt_key]
+        out = apply_rule(op.rule, src, op.tgt_shape, base, **dict(op.params)).to(base.dtype)
         check_finite(op.tgt_key, out, "transferred")
         _store(target, op.tgt_key, out)
         written += out.numel()

@@ -60,6 +60,16 @@ def timm_state(name: str, seed: int = 0, **kwargs: Any) -> dict[str, Any]:
     return timm.create_model(name, **kwargs).state_dict()
 
 
+def plan_for(strategy: str, src: str, tgt: str) -> Any:
+    """The TransferPlan of ``strategy`` for two timm names (meta-device analyses; no weights)."""
+    from hmt_cli.match import get_strategy
+    from hmt_cli.pipeline import analyze
+    from hmt_cli.plan import make_plan
+
+    s, t = analyze(src), analyze(tgt)
+    return make_plan(get_strategy(strategy), s.graph, s.chain, t.graph, t.chain)
+
+
 # --- running hmt -------------------------------------------------------------------------------
 
 

@@ -12,11 +12,11 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+from conftest import plan_for
 
-from hmt_cli.match import STRATEGIES, get_strategy, names
+from hmt_cli.match import STRATEGIES, names
 from hmt_cli.match.block import residual_blocks
 from hmt_cli.pipeline import analyze
-from hmt_cli.plan import TransferPlan, make_plan
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -48,7 +48,6 @@ def step() -> Iterator[ModuleType]:
 
 @pytest.fixture
 def ablate() -> Iterator[ModuleType]:
-    import hmt_cli.apply
     import hmt_cli.reshape
 
     saved = dict(hmt_cli.reshape.RULES), dict(hmt_cli.reshape.CHECKS), hmt_cli.reshape.BASED_RULES
@@ -58,12 +57,8 @@ def ablate() -> Iterator[ModuleType]:
         for registry, before in zip((hmt_cli.reshape.RULES, hmt_cli.reshape.CHECKS), saved[:2], strict=True):
             registry.clear()
             registry.update(before)
-        hmt_cli.reshape.BASED_RULES = hmt_cli.apply.BASED_RULES = saved[2]
+        hmt_cli.reshape.BASED_RULES = saved[2]
 
-
-def _plan(strategy: str, src: str, tgt: str) -> TransferPlan:
-    s, t = analyze(src), analyze(tgt)
-    return make_plan(get_strategy(strategy), s.graph, s.chain, t.graph, t.chain)
 
 
 def test_surplus_variants_on_resnet18_to_resnet50(surplus: ModuleType) -> None:
@@ -73,23 +68,23 @@ def test_surplus_variants_on_resnet18_to_resnet50(surplus: ModuleType) -> None:
     assert len(set(blocks.values())) == 16 and tgt.chain.layers[0].index not in blocks  # the stem is a cut
     assert {"surplus-identity", "surplus-closing"} <= set(names())
 
-    identity = [p for p in _plan("surplus-identity", "resnet18", "resnet50").pairs if p.role == "chain"]
+    identity = [p for p in plan_for("surplus-identity", "resnet18", "resnet50").pairs if p.role == "chain"]
     kept = {blocks[p.tgt.index] for p in identity if p.src is not None and p.tgt.index in blocks}
     surplus = {blocks[p.tgt.index] for p in identity if p.src is None}
     assert len(kept) == 8 and len(surplus) == 8 and 0 in kept  # each source block taken once
 
     # surplus-closing: the same surplus blocks, but only their closing conv3 keeps its init.
-    closing = {p.tgt.path: p for p in _plan("surplus-closing", "resnet18", "resnet50").pairs if p.role == "chain"}
+    closing = {p.tgt.path: p for p in plan_for("surplus-closing", "resnet18", "resnet50").pairs if p.role == "chain"}
     for p in identity:
         if p.src is None:
             assert (closing[p.tgt.path].src is None) == p.tgt.path.endswith("conv3")
-    written = {op.tgt_key for op in _plan("surplus-closing", "resnet18", "resnet50").ops}
+    written = {op.tgt_key for op in plan_for("surplus-closing", "resnet18", "resnet50").ops}
     assert "layer1.2.conv3.weight" not in written and "layer1.2.bn3.weight" not in written
     assert {"layer1.2.conv1.weight", "layer1.2.bn1.weight"} <= written
 
     # A target with fewer blocks than the source: centre's plan exactly.
     deep = "benchmarks.cifar_resnet:resnet56"
-    assert _plan("surplus-closing", deep, "resnet50").ops == _plan("centre", deep, "resnet50").ops
+    assert plan_for("surplus-closing", deep, "resnet50").ops == plan_for("centre", deep, "resnet50").ops
 
 
 def test_initscale_rescales_the_weights_of_norm_followed_layers(scale: ModuleType, tmp_path: Path) -> None:
@@ -99,8 +94,8 @@ def test_initscale_rescales_the_weights_of_norm_followed_layers(scale: ModuleTyp
     from hmt_cli.options import TransferOptions
     from hmt_cli.pipeline import transfer
 
-    plan = _plan("centre-initscale", "test_resnet", "test_efficientnet")
-    centre = _plan("centre", "test_resnet", "test_efficientnet")
+    plan = plan_for("centre-initscale", "test_resnet", "test_efficientnet")
+    centre = plan_for("centre", "test_resnet", "test_efficientnet")
     assert [op.tgt_key for op in plan.ops] == [op.tgt_key for op in centre.ops]  # same writes, other scale
     tgt = analyze("test_efficientnet")
     normed = {tgt.graph.layer(p.tgt.path).weight for p in plan.pairs if p.src is not None and p.tgt.norm_keys}
@@ -118,9 +113,9 @@ def test_initscale_rescales_the_weights_of_norm_followed_layers(scale: ModuleTyp
 def test_block_step_scales_a_shallower_targets_closing_gains(step: ModuleType) -> None:
     src = analyze("resnet18")
     assert set(step.blocks_per_stage(src.chain, src.graph).values()) == {2}  # two basic blocks per stage
-    linear = {op.tgt_key: dict(op.params) for op in _plan("block-step", "resnet18", "resnet10t").ops}
-    root = {op.tgt_key: dict(op.params) for op in _plan("block-step-sqrt", "resnet18", "resnet10t").ops}
-    block = {op.tgt_key: dict(op.params) for op in _plan("block", "resnet18", "resnet10t").ops}
+    linear = {op.tgt_key: dict(op.params) for op in plan_for("block-step", "resnet18", "resnet10t").ops}
+    root = {op.tgt_key: dict(op.params) for op in plan_for("block-step-sqrt", "resnet18", "resnet10t").ops}
+    block = {op.tgt_key: dict(op.params) for op in plan_for("block", "resnet18", "resnet10t").ops}
     assert linear.keys() == block.keys() == root.keys()
     scaled = {k for k, params in linear.items() if "scale_permille" in params}
     # resnet10t: one block per stage; the closing norm (bn2) of each takes resnet18's, twice as large.
@@ -128,23 +123,23 @@ def test_block_step_scales_a_shallower_targets_closing_gains(step: ModuleType) -
     assert {linear[k]["scale_permille"] for k in scaled} == {2000}
     assert {root[k]["scale_permille"] for k in scaled} == {1414}
     # A deeper target keeps block's plan exactly.
-    assert _plan("block-step", "resnet18", "resnet50").ops == _plan("block", "resnet18", "resnet50").ops
+    assert plan_for("block-step", "resnet18", "resnet50").ops == plan_for("block", "resnet18", "resnet50").ops
 
 
 def test_ablations_change_only_what_they_name(ablate: ModuleType) -> None:
     import torch
 
-    block = {op.tgt_key: op for op in _plan("block", "resnet18", "mobilenetv3_large_100").ops}
-    nostem = {op.tgt_key: op for op in _plan("block-nostem", "resnet18", "mobilenetv3_large_100").ops}
-    nohead = {op.tgt_key: op for op in _plan("block-nohead", "resnet18", "mobilenetv3_large_100").ops}
-    resize = {op.tgt_key: op for op in _plan("block-stemresize", "resnet18", "mobilenetv3_large_100").ops}
+    block = {op.tgt_key: op for op in plan_for("block", "resnet18", "mobilenetv3_large_100").ops}
+    nostem = {op.tgt_key: op for op in plan_for("block-nostem", "resnet18", "mobilenetv3_large_100").ops}
+    nohead = {op.tgt_key: op for op in plan_for("block-nohead", "resnet18", "mobilenetv3_large_100").ops}
+    resize = {op.tgt_key: op for op in plan_for("block-stemresize", "resnet18", "mobilenetv3_large_100").ops}
     stem = {k for k in block if k.startswith(("conv_stem.", "bn1."))}
     assert "conv_stem.weight" in stem and set(block) - set(nostem) == stem
     assert set(block) - set(nohead) == {"conv_head.weight"}
     assert {k for k in block if resize[k] != block[k]} == stem
     assert resize["conv_stem.weight"].rule == "paper" and {resize[k].rule for k in stem - {"conv_stem.weight"}} == \
         {"cyclic"}
-    balanced = _plan("block-balanced", "resnet18", "mobilenetv3_large_100").ops
+    balanced = plan_for("block-balanced", "resnet18", "mobilenetv3_large_100").ops
     assert {op.tgt_key for op in balanced if op.rule == "centre_balanced"} == \
         {k for k in block if k.endswith(".weight") and len(block[k].tgt_shape) == 1}  # no shortcut norms here
     # The balancing rule: the kept part of a gain takes the written part's mean magnitude; zero stays zero.

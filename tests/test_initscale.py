@@ -7,18 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import invoke_cli, save_state, timm_state
+from conftest import invoke_cli, plan_for, save_state, timm_state
 
 from hmt_cli.health import rescale
-from hmt_cli.match import TensorOp, get_strategy
+from hmt_cli.match import TensorOp
 from hmt_cli.match.initscale import behind_batchnorm
 from hmt_cli.pipeline import analyze
-from hmt_cli.plan import TransferPlan, make_plan
-
-
-def plan_for(strategy: str, src: str, tgt: str) -> TransferPlan:
-    s, t = analyze(src), analyze(tgt)
-    return make_plan(get_strategy(strategy), s.graph, s.chain, t.graph, t.chain)
+from hmt_cli.plan import TransferPlan
 
 
 def _trained_like(name: str) -> dict[str, torch.Tensor]:

@@ -6,17 +6,12 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import invoke_cli, save_state, timm_state
+from conftest import invoke_cli, plan_for, save_state, timm_state
 
 from hmt_cli.match import get_strategy, names
 from hmt_cli.pipeline import analyze
-from hmt_cli.plan import TransferPlan, make_plan
+from hmt_cli.plan import make_plan
 from hmt_cli.reshape.centre import centre_into
-
-
-def plan_for(strategy: str, src: str, tgt: str) -> TransferPlan:
-    s, t = analyze(src), analyze(tgt)
-    return make_plan(get_strategy(strategy), s.graph, s.chain, t.graph, t.chain)
 
 
 def test_centre_maps_batchnorm_with_its_layer() -> None:

@@ -27,12 +27,12 @@ from dataclasses import replace
 
 import torch
 
-import hmt_cli.apply
 import hmt_cli.reshape
 from hmt_cli.chain import Chain
 from hmt_cli.graph import LayerGraph
 from hmt_cli.match import STRATEGIES, LayerPair, Pairing, TensorOp, names
 from hmt_cli.match.block import BlockStrategy
+from hmt_cli.match.stage import INPUT_NOTE
 from hmt_cli.reshape import CHECKS, RULES, centre, check_centre
 from hmt_cli.reshape.centre import centre_slices
 
@@ -56,8 +56,7 @@ def centre_balanced(src: torch.Tensor, shape: tuple[int, ...], base: torch.Tenso
 # Experimental rule, registered for this benchmark process only (the product's registries are plain dicts).
 RULES.setdefault("centre_balanced", centre_balanced)
 CHECKS.setdefault("centre_balanced", check_centre)
-for _module in (hmt_cli.reshape, hmt_cli.apply):
-    _module.BASED_RULES = _module.BASED_RULES | {"centre_balanced"}
+hmt_cli.reshape.BASED_RULES = hmt_cli.reshape.BASED_RULES | {"centre_balanced"}  # read by apply_rule at call time
 
 
 def _without(pairing: Pairing, path: str) -> Pairing:
@@ -81,7 +80,7 @@ class BlockStemResize(BlockStrategy):
 
     def ops(self, pair: LayerPair, src: LayerGraph, tgt: LayerGraph) -> list[TensorOp]:
         ops = super().ops(pair, src, tgt)
-        if pair.note != "input layer":
+        if pair.note != INPUT_NOTE:
             return ops
         return [replace(op, rule="paper" if op.tgt_key == pair.tgt.weight else "cyclic", params=()) for op in ops]
 

@@ -20,7 +20,11 @@ from ..graph import LayerGraph, LayerNode
 from .base import LayerPair, Pairing, TensorOp
 from .progress import nearest, progress, stage_progress, stages
 
-__all__ = ["StageStrategy", "input_anchor_pair", "pick_layer"]
+__all__ = ["INPUT_NOTE", "StageStrategy", "input_anchor_pair", "pick_layer"]
+
+# The note on the pair (target input layer <- source input layer): the report prints it, and plan readers
+# (benchmarks/variants/ablate.py) select that pair by it.
+INPUT_NOTE = "input layer"
 
 _OFF_CHAIN_ROLES = ("shortcut", "gate")
 _TOKEN_RULES = {"pos_embed": "pos_embed", "cls_token": "tokens", "reg_token": "tokens", "dist_token": "tokens"}
@@ -62,7 +66,7 @@ def input_anchor_pair(src: Chain, tgt: Chain, src_graph: LayerGraph, tgt_graph: 
     the source's input layer from every other target layer when the source has others to give: its
     filters are the only ones that read pixels, and its few input channels are no use elsewhere."""
     if _input_anchor(src, tgt, src_graph, tgt_graph):
-        return LayerPair(tgt.layers[0], src.layers[0], note="input layer")
+        return LayerPair(tgt.layers[0], src.layers[0], note=INPUT_NOTE)
     return None
 
 
