@@ -51,21 +51,17 @@ class LayerSignal:
         return self.status != "ok" or self.after != "ok"
 
 
-def _rms(t: torch.Tensor) -> float:
-    return float(t.float().pow(2).mean().sqrt()) if t.numel() else 0.0
-
-
 def _std(t: torch.Tensor) -> float:
     return float(t.float().std()) if t.numel() > 1 else 0.0
 
 
-_MEASURES = {"init_std": _std, "init_rms": _rms, "init_std_up": _std}
+_MEASURES = {"init_std": _std, "init_std_up": _std}  # scale kinds measured against the init, by this
 _UP_ONLY = {"init_std_up"}  # scale kinds that only ever scale up (a factor below 1 counts as 1)
 _FOLLOWERS = {"layer": 1}  # scale kinds that reuse their layer's factor, to this power
 
 
 def reference_sizes(plan: TransferPlan, state: Mapping[str, torch.Tensor]) -> dict[str, float]:
-    """The size (std or RMS, per op's ``scale``) of each rescaled tensor's init: call before ``apply``."""
+    """The size (std) of each rescaled tensor's init: call before ``apply``."""
     return {op.tgt_key: _MEASURES[op.scale](state[op.tgt_key]) for op in plan.ops if op.scale in _MEASURES}
 
 
@@ -74,8 +70,7 @@ def rescale(plan: TransferPlan, sizes: Mapping[str, float], state: MutableMappin
 
     ``init_std`` (weights): match the std of the target's own init (``sizes``, from
     :func:`reference_sizes`); ``init_std_up``: the same, but only ever up (a result above the init's
-    std keeps its scale). ``init_rms`` (norm gains): match its root-mean-square, keeping the
-    source's relative channel gains. ``layer``: the factor that the same target layer's measured op
+    std keeps its scale). ``layer``: the factor that the same target layer's measured op
     got, for a tensor that must move with a weight (its bias) to keep the layer's function. A zero init
     (zero-init residual branches) is deliberate and kept, as is a zero result: those keys, and the keys
     that follow their factor, are returned, and left for the caller to revert.

@@ -11,6 +11,7 @@ from conftest import invoke_cli, plan_for, save_state, timm_state
 
 from hmt_cli.health import rescale
 from hmt_cli.match import TensorOp
+from hmt_cli.match.base import SCALES
 from hmt_cli.match.initscale import behind_batchnorm
 from hmt_cli.pipeline import analyze
 from hmt_cli.plan import TransferPlan
@@ -121,3 +122,19 @@ def test_rescale_moves_a_bias_with_its_weights_factor_and_reverts_both_together(
                                                                                              torch.full((4,), 2.0))
     assert torch.equal(state["d.weight"], torch.tensor([1.0, -1.0, 1.0, -1.0])) and torch.equal(state["d.bias"],
                                                                                              torch.ones(4))
+
+
+def test_a_tensor_op_with_an_unknown_scale_fails_when_made() -> None:
+    """A plug-in strategy's misspelt scale must not silently write the source's magnitude."""
+    with pytest.raises(ValueError, match=r"a\.weight: unknown scale 'init_sdt'.*init_std_up"):
+        _op("a.weight", "a", "init_sdt")
+
+
+def test_rescale_implements_every_scale_a_tensor_op_accepts() -> None:
+    """Each accepted scale other than ``none`` changes the tensor: none is accepted and then ignored."""
+    for scale in (s for s in SCALES if s != "none"):
+        ops = (_op("a.weight", "a", "init_std"), _op("b.weight", "a", scale))
+        state = {"a.weight": torch.tensor([1.0, -1.0, 1.0, -1.0]), "b.weight": torch.tensor([1.0, -1.0, 1.0, -1.0])}
+        sizes = {k: 3.0 * float(torch.std(v)) for k, v in state.items()}
+        assert rescale(TransferPlan("t", "s", "t", 1, 1, (), ops, ()), sizes, state) == []
+        assert torch.allclose(state["b.weight"], torch.tensor([3.0, -3.0, 3.0, -3.0])), scale

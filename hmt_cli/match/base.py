@@ -8,7 +8,11 @@ from typing import Protocol
 from ..chain import Chain
 from ..graph import LayerGraph, LayerNode
 
-__all__ = ["LayerPair", "Pairing", "TensorOp", "Strategy"]
+__all__ = ["LayerPair", "Pairing", "TensorOp", "Strategy", "SCALES"]
+
+# What ``TensorOp.scale`` may say; ``health.rescale`` implements each. Checked when an op is made: a
+# plug-in strategy's typo would otherwise write the source's magnitude without a word.
+SCALES = ("none", "init_std", "init_std_up", "layer")
 
 
 @dataclass(frozen=True)
@@ -27,7 +31,7 @@ class TensorOp:
     ``params`` are extra integer arguments of the rule (e.g. group counts). ``scale`` is applied
     after the rule: ``none`` keeps the source's magnitude; ``init_std`` rescales the result to the
     standard deviation of the target's own init of that tensor (signal health by construction);
-    ``init_rms`` matches the init's root-mean-square instead, ``init_std_up`` the std but only scales up;
+    ``init_std_up`` matches the std but only scales up;
     ``layer`` multiplies by the factor of the measured op of the same ``tgt_layer`` (``health.rescale``).
     """
 
@@ -40,6 +44,10 @@ class TensorOp:
     src_layer: str
     params: tuple[tuple[str, int], ...] = ()
     scale: str = "none"
+
+    def __post_init__(self) -> None:
+        if self.scale not in SCALES:
+            raise ValueError(f"TensorOp {self.tgt_key}: unknown scale {self.scale!r} (one of {', '.join(SCALES)})")
 
 
 @dataclass(frozen=True)
