@@ -1,0 +1,105 @@
+"""Scale gap: how much ``block-initscale`` changes ``block``'s tensors, per target, for one real source.
+
+    python benchmarks/scale_gap.py --src resnet18 --src-weights CACHE/pretrain-resnet18-<key>.safetensors \\
+        --num-classes 5 --label arm1                       # arm 1's trained source (quality.py's cache)
+    python benchmarks/scale_gap.py --src benchmarks.cifar_resnet:resnet56 \\
+        --src-weights ../shared/weights/resnet56-4bfd9763.th --num-classes 10 --label arm2
+
+``block-initscale`` is ``block`` with each written weight behind a BatchNorm scaled up to the target init's
+std (docs/transfer.md). In training mode both compute the same function, so where the factors are all ~1
+the two strategies are the same start and any difference between their fine-tuning runs is seed-to-seed
+chaos; only where the gap is large can the effective learning rate differ. Both transfers go through
+:func:`hmt_cli.pipeline.transfer`; a weight's factor is the std of its ``block-initscale`` tensor over the std
+of its ``block`` one. Writes ``benchmarks/results/scale-gap-<label>.{json,md}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import tempfile
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+RESULTS = Path(__file__).resolve().parent / "results"
+TARGETS = ("mobilenetv3_large_100", "efficientnet_b0", "resnet50", "regnety_016", "convnext_atto")
+CHANGED = 1.01  # a factor above this counts as a change (below it, float noise and 1% nudges)
+
+
+def factors(src: str, weights: Path, tgt: str, num_classes: int, tmp: Path) -> list[tuple[str, float, int]]:
+    """(weight key, factor, numel) for every conv/linear weight ``block`` writes into ``tgt``."""
+    from safetensors.torch import load_file
+
+    from hmt_cli.options import TransferOptions
+    from hmt_cli.pipeline import transfer
+
+    out: dict[str, dict] = {}
+    for strategy in ("block", "block-initscale"):
+        path = tmp / f"{strategy}.safetensors"
+        report = transfer(TransferOptions(src=src, tgt=tgt, out=path, src_weights=weights, num_classes=num_classes,
+                                          strategy=strategy, force=True, device="cpu"))
+        written = {r["key"] for r in report.tensors if r["status"] == "transferred"}
+        out[strategy] = {k: v for k, v in load_file(path).items() if k in written}
+    rows = []
+    for key, base in out["block"].items():
+        if base.ndim < 2 or not key.endswith("weight"):
+            continue  # norms and biases: the bias follows its weight's factor
+        std = float(base.float().std())
+        rows.append((key, float(out["block-initscale"][key].float().std()) / std if std > 0 else 1.0, base.numel()))
+    return rows
+
+
+def summary(tgt: str, rows: list[tuple[str, float, int]]) -> dict[str, Any]:
+    changed = sorted(f for _, f, _ in rows if f > CHANGED)
+    numel = sum(n for *_, n in rows)
+    return {
+        "target": tgt, "weights": len(rows), "changed": len(changed),
+        "changed_params": sum(n for _, f, n in rows if f > CHANGED) / numel if numel else 0.0,
+        "median": statistics.median(changed) if changed else 1.0,
+        "p90": changed[int(0.9 * (len(changed) - 1))] if changed else 1.0,
+        "max": changed[-1] if changed else 1.0,
+        "over_4x": sum(f > 4 for f in changed),
+        "largest": sorted(((f, k) for k, f, _ in rows), reverse=True)[:3],
+    }
+
+
+def table(rows: list[dict[str, Any]], title: str) -> str:
+    lines = [f"# {title}", "",
+             "| target | written weights | scaled (>1.01x) | params in scaled weights | median | p90 | max | >4x |",
+             "|---|---|---|---|---|---|---|---|"]
+    lines += [f"| {r['target']} | {r['weights']} | {r['changed']} | {r['changed_params']:.0%} | {r['median']:.2f} | "
+              f"{r['p90']:.2f} | {r['max']:.2f} | {r['over_4x']} |" for r in rows]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--src", required=True)
+    p.add_argument("--src-weights", type=Path, required=True)
+    p.add_argument("--num-classes", type=int, required=True, help="the targets' classes (the run's dataset)")
+    p.add_argument("--targets", default=",".join(TARGETS))
+    p.add_argument("--label", required=True, help="results go to scale-gap-<label>.{json,md}")
+    args = p.parse_args(argv)
+    import torch
+
+    torch.set_num_threads(1)  # seconds per target; leave the other cores to whatever runs beside it
+    results = []
+    with tempfile.TemporaryDirectory(prefix="hmt-scale-gap-") as tmp:
+        for tgt in args.targets.split(","):
+            results.append(summary(tgt, factors(args.src, args.src_weights, tgt, args.num_classes, Path(tmp))))
+    title = f"block-initscale over block: weight std factors, source {args.src} ({args.src_weights.name})"
+    md = table(results, title)
+    print(md)
+    RESULTS.mkdir(exist_ok=True)
+    (RESULTS / f"scale-gap-{args.label}.md").write_text(md)
+    (RESULTS / f"scale-gap-{args.label}.json").write_text(json.dumps(
+        {"src": args.src, "src_weights": str(args.src_weights), "threshold": CHANGED, "targets": results}, indent=1))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
