@@ -226,7 +226,7 @@ def file_sha256(path: Path) -> str:
 
 def check_unchanged(path: Path, meta: Mapping[str, Any]) -> None:
     """Refuse a cached checkpoint whose bytes changed since it was trained (an analysis script that saved
-    over it once cost a session its arm-1 runs: they silently used a damaged source). Entries written
+    over it once cost a session its arm-1 runs: they silently used an untrained one). Entries written
     before the checksum was recorded are accepted as they are."""
     recorded = meta.get("sha256")
     if recorded is not None and file_sha256(path) != recorded:
