@@ -5,6 +5,11 @@
   safetensors file, loaded strictly into a fresh ``timm.create_model``. What is measured is what ships.
 * ``dpiat``: the peer (:mod:`benchmarks.peers.dpiat`), in memory.
 * ``upper``: the target pre-trained on the source's task with the source recipe (cached).
+* ``<strategy>@untrained``: the control. The strategy, from a random-init copy of the source
+  (``torch.manual_seed(0)``, the source's own constructor) instead of the trained one. Against scratch it
+  measures what the transfer does *without* knowledge (the init's scales and statistics, the pairing's
+  structure); the strategy's gain minus the control's is what the source's training contributed. A trained
+  network's transfer that is no better than its untrained copy's transfers conditioning, not knowledge.
 
 Every init then gets the *same* fresh classifier head for a given (target, classes, seed): the head of the
 scratch model of that seed. So inits differ only in the body, and the head init is one of the seed's factors.
@@ -40,7 +45,18 @@ __all__ = [
     "dpiat_init",
     "upper_init",
     "slug",
+    "UNTRAINED",
+    "split_control",
+    "untrained_source",
 ]
+
+UNTRAINED = "@untrained"
+
+
+def split_control(init: str) -> tuple[str, bool]:
+    """``"block@untrained"`` -> ``("block", True)``; any other init -> ``(init, False)``."""
+    return (init.removesuffix(UNTRAINED), True) if init.endswith(UNTRAINED) else (init, False)
+
 
 
 @dataclass(frozen=True)
@@ -99,6 +115,13 @@ def build_source(spec: SourceSpec, num_classes: int | None = None) -> nn.Module:
     import timm
 
     return timm.create_model(spec.model, **kwargs)
+
+
+def untrained_source(spec: SourceSpec, num_classes: int | None, path: Path) -> Path:
+    """The control's source: the arm's source model at its random init (seed 0), saved at ``path``."""
+    torch.manual_seed(0)
+    save_state(build_source(spec, num_classes), path, {"origin": "random init, torch.manual_seed(0): the control"})
+    return path
 
 
 def load_state(path: Path) -> dict[str, torch.Tensor]:

@@ -24,6 +24,7 @@ import platform
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Mapping, Sequence
@@ -56,6 +57,8 @@ from benchmarks._quality_inits import (
     save_state,
     set_head,
     slug,
+    split_control,
+    untrained_source,
     upper_init,
 )
 from benchmarks._quality_report import plot_curves, render_markdown
@@ -353,6 +356,9 @@ class Runner:
         self._source_model: nn.Module | None = None
         self._upper: dict[str, Path] = {}
         self._pretrain_s = 0.0
+        self._untrained: Path | None = None
+        # The control's random-init source: per process (shards must not race on one file), removed at exit.
+        self._scratch_dir = tempfile.TemporaryDirectory(prefix="hmt-quality-")
 
     def data(self, ds: DataSpec, train: bool, seed: int) -> ImageSet:
         key = (ds.name, train, seed if train else 0)
@@ -393,15 +399,22 @@ class Runner:
             return dpiat_init(self.source_model(), target, num_classes, seed)
         if init == "upper":
             return upper_init(self.upper_weights(target), target, num_classes, seed)
+        strategy, control = split_control(init)
         return hmt_init(
             source=self.arm.source,
-            source_weights=self.source.weights,
+            source_weights=self.untrained_weights() if control else self.source.weights,
             source_classes=self.source.num_classes,
             target=target,
             num_classes=num_classes,
-            strategy=init,
+            strategy=strategy,
             seed=seed,
         )
+
+    def untrained_weights(self) -> Path:
+        if self._untrained is None:
+            path = Path(self._scratch_dir.name) / f"untrained-{slug(self.arm.source.model)}.safetensors"
+            self._untrained = untrained_source(self.arm.source, self.source.num_classes, path)
+        return self._untrained
 
     def upper_weights(self, target: TargetSpec) -> Path:
         if target.name not in self._upper:

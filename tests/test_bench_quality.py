@@ -176,3 +176,34 @@ def test_workers_run_the_same_plan_in_parallel_shards(
     assert set(sharded["sources"]) >= {"arm1", "arm2", "arm1/upper"}
     assert (tmp_path / "shards" / "arm2-fashion_mnist-test_resnet" / "results.json").is_file()
     assert "| target | init | seeds | final acc % |" in (tmp_path / "results.md").read_text()
+
+
+def test_the_untrained_control_transfers_the_same_plan_from_a_random_init_source(
+    smoke: tuple[Path, subprocess.CompletedProcess[str]], tmp_path: Path
+) -> None:
+    """``paper@untrained``: paper's transfer, from the source model at its seed-0 init, not the trained one."""
+    out = tmp_path / "out"
+    _run_smoke(out, "--cache", str(smoke[0] / "cache"), "--config", str(REPO / "configs" / "bench" / "arm1.yaml"),
+               "--inits", "paper,paper@untrained")
+    runs = {r["init"]: r for r in _results(out)["runs"]}
+    assert set(runs) == {"paper", "paper@untrained"}, _results(out)["skipped"]
+    trained, control = runs["paper"]["details"], runs["paper@untrained"]["details"]
+    assert trained["strategy"] == control["strategy"] == "paper"
+    assert trained["src_weights"].startswith("sha256:") and control["src_weights"].startswith("sha256:")
+    assert control["src_weights"] != trained["src_weights"]
+    assert runs["paper"]["frac_params_written"] == runs["paper@untrained"]["frac_params_written"] > 0
+
+
+def test_untrained_source_is_the_source_model_at_its_seed_0_init(tmp_path: Path) -> None:
+    import timm
+    from safetensors.torch import load_file
+
+    from benchmarks._quality_config import SourceSpec
+    from benchmarks._quality_inits import split_control, untrained_source
+
+    assert split_control("block@untrained") == ("block", True) and split_control("block") == ("block", False)
+    path = untrained_source(SourceSpec("test_resnet", {}, None), 5, tmp_path / "u.safetensors")
+    torch.manual_seed(0)
+    want = timm.create_model("test_resnet", num_classes=5).state_dict()
+    got = load_file(str(path))
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in want)
