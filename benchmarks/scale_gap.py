@@ -30,26 +30,27 @@ TARGETS = ("mobilenetv3_large_100", "efficientnet_b0", "resnet50", "regnety_016"
 CHANGED = 1.01  # a factor above this counts as a change (below it, float noise and 1% nudges)
 
 
-def factors(src: str, weights: Path, tgt: str, num_classes: int, tmp: Path) -> list[tuple[str, float, int]]:
-    """(weight key, factor, numel) for every conv/linear weight ``block`` writes into ``tgt``."""
+def factors(src: str, weights: Path, tgt: str, num_classes: int, tmp: Path, strategy: str = "block-initscale"
+            ) -> list[tuple[str, float, int]]:
+    """(weight key, factor over ``block``, numel) for every conv/linear weight ``block`` writes into ``tgt``."""
     from safetensors.torch import load_file
 
     from hmt_cli.options import TransferOptions
     from hmt_cli.pipeline import transfer
 
     out: dict[str, dict] = {}
-    for strategy in ("block", "block-initscale"):
-        path = tmp / f"{strategy}.safetensors"
+    for name in ("block", strategy):
+        path = tmp / f"{name}.safetensors"
         report = transfer(TransferOptions(src=src, tgt=tgt, out=path, src_weights=weights, num_classes=num_classes,
-                                          strategy=strategy, force=True, device="cpu"))
+                                          strategy=name, force=True, device="cpu"))
         written = {r["key"] for r in report.tensors if r["status"] == "transferred"}
-        out[strategy] = {k: v for k, v in load_file(path).items() if k in written}
+        out[name] = {k: v for k, v in load_file(path).items() if k in written}
     rows = []
     for key, base in out["block"].items():
         if base.ndim < 2 or not key.endswith("weight"):
             continue  # norms and biases: the bias follows its weight's factor
         std = float(base.float().std())
-        rows.append((key, float(out["block-initscale"][key].float().std()) / std if std > 0 else 1.0, base.numel()))
+        rows.append((key, float(out[strategy][key].float().std()) / std if std > 0 else 1.0, base.numel()))
     return rows
 
 
@@ -82,22 +83,30 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--src-weights", type=Path, required=True)
     p.add_argument("--num-classes", type=int, required=True, help="the targets' classes (the run's dataset)")
     p.add_argument("--targets", default=",".join(TARGETS))
+    p.add_argument("--strategy", default="block-initscale", help="compared with block (default block-initscale)")
+    p.add_argument("--strategy-module", help="import it first: it registers experimental strategies (variants)")
     p.add_argument("--label", required=True, help="results go to scale-gap-<label>.{json,md}")
     args = p.parse_args(argv)
+    import importlib
+
     import torch
 
+    if args.strategy_module:
+        importlib.import_module(args.strategy_module)
     torch.set_num_threads(1)  # seconds per target; leave the other cores to whatever runs beside it
     results = []
     with tempfile.TemporaryDirectory(prefix="hmt-scale-gap-") as tmp:
         for tgt in args.targets.split(","):
-            results.append(summary(tgt, factors(args.src, args.src_weights, tgt, args.num_classes, Path(tmp))))
-    title = f"block-initscale over block: weight std factors, source {args.src} ({args.src_weights.name})"
+            rows = factors(args.src, args.src_weights, tgt, args.num_classes, Path(tmp), args.strategy)
+            results.append(summary(tgt, rows))
+    title = f"{args.strategy} over block: weight std factors, source {args.src} ({args.src_weights.name})"
     md = table(results, title)
     print(md)
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"scale-gap-{args.label}.md").write_text(md)
     (RESULTS / f"scale-gap-{args.label}.json").write_text(json.dumps(
-        {"src": args.src, "src_weights": str(args.src_weights), "threshold": CHANGED, "targets": results}, indent=1))
+        {"src": args.src, "src_weights": str(args.src_weights), "strategy": args.strategy, "threshold": CHANGED,
+         "targets": results}, indent=1))
     return 0
 
 

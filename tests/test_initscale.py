@@ -132,9 +132,11 @@ def test_a_tensor_op_with_an_unknown_scale_fails_when_made() -> None:
 
 def test_rescale_implements_every_scale_a_tensor_op_accepts() -> None:
     """Each accepted scale other than ``none`` changes the tensor: none is accepted and then ignored."""
-    for scale in (s for s in SCALES if s != "none"):
+    want = {"init_std": 24.0, "init_std_up": 24.0, "init_std_up8": 3.0, "layer": 24.0}  # an init 24x larger
+    assert set(want) == set(SCALES) - {"none"}
+    for scale, factor in want.items():
         ops = (_op("a.weight", "a", "init_std"), _op("b.weight", "a", scale))
         state = {"a.weight": torch.tensor([1.0, -1.0, 1.0, -1.0]), "b.weight": torch.tensor([1.0, -1.0, 1.0, -1.0])}
-        sizes = {k: 3.0 * float(torch.std(v)) for k, v in state.items()}
+        sizes = {k: 24.0 * float(torch.std(v)) for k, v in state.items()}
         assert rescale(TransferPlan("t", "s", "t", 1, 1, (), ops, ()), sizes, state) == []
-        assert torch.allclose(state["b.weight"], torch.tensor([3.0, -3.0, 3.0, -3.0])), scale
+        assert torch.allclose(state["b.weight"], factor * torch.tensor([1.0, -1.0, 1.0, -1.0])), scale
