@@ -55,10 +55,8 @@ def _std(t: torch.Tensor) -> float:
     return float(t.float().std()) if t.numel() > 1 else 0.0
 
 
-# Scale kinds measured against the init, by this measure.
-_MEASURES = {"init_std": _std, "init_std_up": _std, "init_std_up8": _std}
-# Scale kinds that only ever scale up, to the init's size over this divisor: a factor below 1 counts as 1.
-_UP_TO = {"init_std_up": 1.0, "init_std_up8": 8.0}
+_MEASURES = {"init_std": _std, "init_std_up": _std}  # scale kinds measured against the init, by this
+_UP_ONLY = {"init_std_up"}  # scale kinds that only ever scale up (a factor below 1 counts as 1)
 _FOLLOWERS = {"layer": 1}  # scale kinds that reuse their layer's factor, to this power
 
 
@@ -72,10 +70,8 @@ def rescale(plan: TransferPlan, sizes: Mapping[str, float], state: MutableMappin
 
     ``init_std`` (weights): match the std of the target's own init (``sizes``, from
     :func:`reference_sizes`); ``init_std_up``: the same, but only ever up (a result above the init's
-    std keeps its scale); ``init_std_up8``: only a result more than 8x below the init's std, up to 1/8
-    of it (caps the effective-learning-rate gain of a weight behind a norm at 64x). ``layer``: the factor
-    that the same target layer's measured op got, for a tensor that must move with a weight (its bias) to
-    keep the layer's function. A zero init
+    std keeps its scale). ``layer``: the factor that the same target layer's measured op
+    got, for a tensor that must move with a weight (its bias) to keep the layer's function. A zero init
     (zero-init residual branches) is deliberate and kept, as is a zero result: those keys, and the keys
     that follow their factor, are returned, and left for the caller to revert.
     """
@@ -86,8 +82,8 @@ def rescale(plan: TransferPlan, sizes: Mapping[str, float], state: MutableMappin
         ref_size, out_size = sizes[op.tgt_key], _MEASURES[op.scale](out)
         ok = ref_size > 0.0 and out_size > 0.0 and math.isfinite(out_size)
         factor = ref_size / out_size if ok else None
-        if factor is not None and op.scale in _UP_TO:
-            factor = max(factor / _UP_TO[op.scale], 1.0)
+        if factor is not None and op.scale in _UP_ONLY:
+            factor = max(factor, 1.0)
         factors[op.tgt_layer] = factor
         if factor is None:
             revert.append(op.tgt_key)
