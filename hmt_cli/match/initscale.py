@@ -1,12 +1,17 @@
 """``block-initscale``: ``block``, with each written weight behind a BatchNorm at least at the target init's scale.
 
 Why: behind a BatchNorm a weight's scale is not part of the function (in training mode the norm divides
-it out) but it sets the effective learning rate, ~lr / |w|^2. A trained ResNet's kernels, the centre taps
-of its 3x3 convs in 1x1 convs and its diagonal kernels in depthwise convs are 5-16x smaller than timm's
-fan-out init of a MobileNetV3 or EfficientNet (std 0.03 against 0.47 for a 3x3 depthwise), so under a
-recipe tuned for the target those layers take 25-250x larger relative steps: the transferred filters are
-scrambled in the first epochs and the start trains worse than scratch. Writing them at the init's scale
-keeps the pattern and gives the target's own effective learning rate.
+it out) but it sets the effective learning rate, ~lr / |w|^2. A resnet18 trained with weight decay,
+written into a MobileNetV3 by ``block``, lands 2.3x below timm's fan-out init there at the median and up
+to 35x (``benchmarks/scale_gap.py``), so under a recipe tuned for the target those layers take up to
+~1,000x larger relative steps: the transferred filters are scrambled in the first epochs and the start
+trains worse than scratch. Writing them at the init's scale keeps the pattern and gives the target's own
+effective learning rate.
+
+Measured (docs/quality.md, arm 1 at the protocol's settings on a CPU): on ``mobilenetv3_large_100`` it
+beats ``block`` and scratch on all six seeds (49.8 against 40.0 and 41.5); on ``efficientnet_b0`` and
+``regnety_016`` it trails ``block`` on every seed (-6.1, -2.6), so it is an opt-in strategy, not the
+default.
 
 * Pairing and tensor rules: ``block``'s.
 * For a chain layer whose output goes straight into a BatchNorm: the written weight is scaled up to the
@@ -18,7 +23,7 @@ keeps the pattern and gives the target's own effective learning rate.
   one (arm-2 ``mobilenetv3_large_100`` on Fashion-MNIST: 66.0 against 65.8; docs/quality.md).
 * The norm's running statistics stay the source's, unscaled. They describe the source's activations,
   not the target's, either way, and fine-tuning re-estimates them (momentum 0.1: ~50 steps). Scaled by
-  ``c`` and ``c^2`` (up to ~1,400x on a depthwise conv) they would be a stale prior that washes out
+  ``c`` and ``c^2`` (up to ~1,200x on a depthwise conv) they would be a stale prior that washes out
   ``c^2`` times slower: measured on ``mobilenetv3_large_100`` (arm 1), evaluation after 10 epochs sat at
   chance on 4 of 5 seeds that way (docs/quality.md). So in eval mode, before fine-tuning, the result is
   not ``block``'s function.
