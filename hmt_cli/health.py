@@ -56,7 +56,8 @@ def _std(t: torch.Tensor) -> float:
 
 
 _MEASURES = {"init_std": _std, "init_std_up": _std}  # scale kinds measured against the init, by this
-_UP_ONLY = {"init_std_up"}  # scale kinds that only ever scale up (a factor below 1 counts as 1)
+# Scale kinds that only ever scale up (a factor below 1 counts as 1), by the factor to this power.
+_UP_POWER = {"init_std_up": 1.0}
 _FOLLOWERS = {"layer": 1}  # scale kinds that reuse their layer's factor, to this power
 
 
@@ -82,8 +83,8 @@ def rescale(plan: TransferPlan, sizes: Mapping[str, float], state: MutableMappin
         ref_size, out_size = sizes[op.tgt_key], _MEASURES[op.scale](out)
         ok = ref_size > 0.0 and out_size > 0.0 and math.isfinite(out_size)
         factor = ref_size / out_size if ok else None
-        if factor is not None and op.scale in _UP_ONLY:
-            factor = max(factor, 1.0)
+        if factor is not None and op.scale in _UP_POWER:
+            factor = max(factor, 1.0) ** _UP_POWER[op.scale]
         factors[op.tgt_layer] = factor
         if factor is None:
             revert.append(op.tgt_key)

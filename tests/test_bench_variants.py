@@ -183,3 +183,24 @@ def test_dpiat_map_reads_dpiats_block_pairing_off_the_weights() -> None:
     assert (mapping["layer1.0.conv1"], mapping["layer1.0.conv2"]) == (["layer1.0.conv1"], ["layer1.0.conv2"])
     assert mapping["layer1.0.conv3"] == [] and mapping["layer1.0.downsample.0"] == []  # left at init
     assert mapping["layer2.0.conv3"] == ["layer2.0.downsample.0"]
+
+
+@pytest.fixture
+def lift() -> Iterator[ModuleType]:
+    yield from _registered("benchmarks.variants.lift")
+
+
+def test_initscale_sqrt_lifts_by_the_square_root_of_initscales_factor(lift: ModuleType, tmp_path: Path) -> None:
+    from conftest import save_state, timm_state
+
+    from benchmarks import scale_gap
+
+    state = timm_state("test_resnet", seed=5)
+    state = {k: v * 0.1 if k.endswith(".weight") and v.dim() == 4 else v for k, v in state.items()}
+    weights = save_state(state, tmp_path / "src.safetensors")
+    full = {k: f for k, f, _ in scale_gap.factors("test_resnet", weights, "test_efficientnet", 10, tmp_path)}
+    half = {k: f for k, f, _ in scale_gap.factors("test_resnet", weights, "test_efficientnet", 10, tmp_path,
+                                                  "block-initscale-sqrt")}
+    assert full.keys() == half.keys() and sum(f > 1.2 for f in full.values()) >= 3  # there is a lift to halve
+    for key, factor in full.items():
+        assert half[key] == pytest.approx(factor ** 0.5, rel=1e-4), key
