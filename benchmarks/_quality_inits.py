@@ -58,7 +58,6 @@ def split_control(init: str) -> tuple[str, bool]:
     return (init.removesuffix(UNTRAINED), True) if init.endswith(UNTRAINED) else (init, False)
 
 
-
 @dataclass(frozen=True)
 class InitResult:
     model: nn.Module

@@ -356,9 +356,8 @@ class Runner:
         self._source_model: nn.Module | None = None
         self._upper: dict[str, Path] = {}
         self._pretrain_s = 0.0
-        self._untrained: Path | None = None
         # The control's random-init source: per process (shards must not race on one file), removed at exit.
-        self._scratch_dir = tempfile.TemporaryDirectory(prefix="hmt-quality-")
+        self._untrained: tuple[tempfile.TemporaryDirectory, Path] | None = None
 
     def data(self, ds: DataSpec, train: bool, seed: int) -> ImageSet:
         key = (ds.name, train, seed if train else 0)
@@ -412,9 +411,10 @@ class Runner:
 
     def untrained_weights(self) -> Path:
         if self._untrained is None:
-            path = Path(self._scratch_dir.name) / f"untrained-{slug(self.arm.source.model)}.safetensors"
-            self._untrained = untrained_source(self.arm.source, self.source.num_classes, path)
-        return self._untrained
+            folder = tempfile.TemporaryDirectory(prefix="hmt-quality-")
+            path = Path(folder.name) / f"untrained-{slug(self.arm.source.model)}.safetensors"
+            self._untrained = folder, untrained_source(self.arm.source, self.source.num_classes, path)
+        return self._untrained[1]
 
     def upper_weights(self, target: TargetSpec) -> Path:
         if target.name not in self._upper:

@@ -1,4 +1,4 @@
-"""Scale gap: how much ``block-initscale`` changes ``block``'s tensors, per target, for one real source.
+"""Scale gap: how much ``block-initscale`` (or ``--strategy``) rescales ``block``'s tensors, per target, for one source.
 
     python benchmarks/scale_gap.py --src resnet18 --src-weights CACHE/pretrain-resnet18-<key>.safetensors \\
         --num-classes 5 --label arm1                       # arm 1's trained source (quality.py's cache)
