@@ -16,7 +16,6 @@ leaves partial results behind.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import importlib.metadata
 import json
 import os
@@ -71,6 +70,7 @@ from benchmarks._quality_shards import (
     worker_threads,
 )
 from benchmarks._quality_train import Runtime, accuracy, train
+from hmt_cli.io import sha256_file
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 DEFAULT_CONFIGS = (REPO_ROOT / "configs/bench/arm1.yaml", REPO_ROOT / "configs/bench/arm2.yaml")
@@ -219,20 +219,12 @@ class CacheModified(RuntimeError):
     """A cached pre-trained checkpoint is not the file the benchmark wrote."""
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def check_unchanged(path: Path, meta: Mapping[str, Any]) -> None:
     """Refuse a cached checkpoint whose bytes changed since it was trained (an analysis script that saved
     over it once cost a session its arm-1 runs: they silently used an untrained one). Entries written
     before the checksum was recorded are accepted as they are."""
     recorded = meta.get("sha256")
-    if recorded is not None and file_sha256(path) != recorded:
+    if recorded is not None and sha256_file(path) != recorded:
         raise CacheModified(f"{path} changed since it was trained (sha256 differs from {path.stem}.json); "
                             "delete both files to train it again")
 
@@ -305,7 +297,7 @@ def pretrained(
         "trained_on": str(ctx.device),
     }
     save_state(model.cpu(), path, info)
-    info["sha256"] = file_sha256(path)  # checked on every reuse: see check_unchanged
+    info["sha256"] = sha256_file(path)  # checked on every reuse: see check_unchanged
     meta_path.write_text(json.dumps(info, indent=1) + "\n")
     log(
         ctx,

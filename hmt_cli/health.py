@@ -58,7 +58,7 @@ def _std(t: torch.Tensor) -> float:
 _MEASURES = {"init_std": _std, "init_std_up": _std}  # scale kinds measured against the init, by this
 # Scale kinds that only ever scale up (a factor below 1 counts as 1), by the factor to this power.
 _UP_POWER = {"init_std_up": 1.0}
-_FOLLOWERS = {"layer": 1}  # scale kinds that reuse their layer's factor, to this power
+_FOLLOWERS = {"layer"}  # scale kinds that reuse their layer's factor
 
 
 def reference_sizes(plan: TransferPlan, state: Mapping[str, torch.Tensor]) -> dict[str, float]:
@@ -95,7 +95,7 @@ def rescale(plan: TransferPlan, sizes: Mapping[str, float], state: MutableMappin
         if factor is None:
             revert.append(op.tgt_key)
         else:
-            state[op.tgt_key].copy_(state[op.tgt_key].float() * factor ** _FOLLOWERS[op.scale])
+            state[op.tgt_key].copy_(state[op.tgt_key].float() * factor)
     return revert
 
 

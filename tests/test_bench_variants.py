@@ -60,7 +60,6 @@ def ablate() -> Iterator[ModuleType]:
         hmt_cli.reshape.BASED_RULES = saved[2]
 
 
-
 def test_surplus_variants_on_resnet18_to_resnet50(surplus: ModuleType) -> None:
     src, tgt = analyze("resnet18"), analyze("resnet50")
     assert len(set(residual_blocks(src.chain, src.graph).values())) == 8
@@ -187,7 +186,17 @@ def test_dpiat_map_reads_dpiats_block_pairing_off_the_weights() -> None:
 
 @pytest.fixture
 def lift() -> Iterator[ModuleType]:
-    yield from _registered("benchmarks.variants.lift")
+    import hmt_cli.match.base as base
+    from hmt_cli import health
+
+    saved = base.SCALES, dict(health._MEASURES), dict(health._UP_POWER)
+    try:
+        yield from _registered("benchmarks.variants.lift")
+    finally:  # the module adds its scale kind to hmt_cli's tables: take it out again
+        base.SCALES = saved[0]
+        for table, before in zip((health._MEASURES, health._UP_POWER), saved[1:], strict=True):
+            table.clear()
+            table.update(before)
 
 
 def test_initscale_sqrt_lifts_by_the_square_root_of_initscales_factor(lift: ModuleType, tmp_path: Path) -> None:
