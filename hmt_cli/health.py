@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import math
-from collections.abc import Collection, Iterator, Mapping, MutableMapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, MutableMapping, Sequence
 from dataclasses import dataclass, replace
 
 import torch
@@ -56,8 +56,8 @@ def _std(t: torch.Tensor) -> float:
 
 
 _MEASURES = {"init_std": _std, "init_std_up": _std}  # scale kinds measured against the init, by this
-# Scale kinds that only ever scale up (a factor below 1 counts as 1), by the factor to this power.
-_UP_POWER = {"init_std_up": 1.0}
+# Scale kinds that only ever scale up, by how the measured factor becomes the applied one.
+_UP: dict[str, Callable[[float], float]] = {"init_std_up": lambda factor: max(factor, 1.0)}
 _FOLLOWERS = {"layer"}  # scale kinds that reuse their layer's factor
 
 
@@ -83,8 +83,8 @@ def rescale(plan: TransferPlan, sizes: Mapping[str, float], state: MutableMappin
         ref_size, out_size = sizes[op.tgt_key], _MEASURES[op.scale](out)
         ok = ref_size > 0.0 and out_size > 0.0 and math.isfinite(out_size)
         factor = ref_size / out_size if ok else None
-        if factor is not None and op.scale in _UP_POWER:
-            factor = max(factor, 1.0) ** _UP_POWER[op.scale]
+        if factor is not None and op.scale in _UP:
+            factor = _UP[op.scale](factor)
         factors[op.tgt_layer] = factor
         if factor is None:
             revert.append(op.tgt_key)

@@ -7,7 +7,7 @@ import importlib
 import json
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -189,27 +189,36 @@ def lift() -> Iterator[ModuleType]:
     import hmt_cli.match.base as base
     from hmt_cli import health
 
-    saved = base.SCALES, dict(health._MEASURES), dict(health._UP_POWER)
+    saved = base.SCALES, dict(health._MEASURES), dict(health._UP)
     try:
         yield from _registered("benchmarks.variants.lift")
     finally:  # the module adds its scale kind to hmt_cli's tables: take it out again
         base.SCALES = saved[0]
-        for table, before in zip((health._MEASURES, health._UP_POWER), saved[1:], strict=True):
+        for table, before in zip((health._MEASURES, health._UP), saved[1:], strict=True):
             table.clear()
             table.update(before)
 
 
-def test_initscale_sqrt_lifts_by_the_square_root_of_initscales_factor(lift: ModuleType, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("strategy", "partial"), [
+    ("block-initscale-sqrt", lambda factor: factor ** 0.5),
+    ("block-initscale-cap2", lambda factor: max(factor / 2.0, 1.0)),
+])
+def test_partial_lifts_apply_their_share_of_initscales_factor(
+        lift: ModuleType, tmp_path: Path, strategy: str, partial: Callable[[float], float]) -> None:
     from conftest import save_state, timm_state
 
     from benchmarks import scale_gap
 
-    state = timm_state("test_resnet", seed=5)
-    state = {k: v * 0.1 if k.endswith(".weight") and v.dim() == 4 else v for k, v in state.items()}
+    # A source of the target's own architecture (every weight fully covered), its conv weights shrunk:
+    # block 1's 10x (a gap beyond the cap), the rest's 1.4x (within it).
+    state = timm_state("test_efficientnet", seed=5)
+    state = {k: v * (0.1 if ".1." in k else 0.7) if k.endswith(".weight") and v.dim() == 4 else v
+             for k, v in state.items()}
     weights = save_state(state, tmp_path / "src.safetensors")
-    full = {k: f for k, f, _ in scale_gap.factors("test_resnet", weights, "test_efficientnet", 10, tmp_path)}
-    half = {k: f for k, f, _ in scale_gap.factors("test_resnet", weights, "test_efficientnet", 10, tmp_path,
-                                                  "block-initscale-sqrt")}
-    assert full.keys() == half.keys() and sum(f > 1.2 for f in full.values()) >= 3  # there is a lift to halve
+    args = ("test_efficientnet", weights, "test_efficientnet", 10, tmp_path)
+    full = {k: f for k, f, _ in scale_gap.factors(*args)}
+    part = {k: f for k, f, _ in scale_gap.factors(*args, strategy)}
+    assert full.keys() == part.keys()
+    assert sum(f > 5 for f in full.values()) >= 2 and sum(1.2 < f < 2.0 for f in full.values()) >= 5
     for key, factor in full.items():
-        assert half[key] == pytest.approx(factor ** 0.5, rel=1e-4), key
+        assert part[key] == pytest.approx(partial(factor), rel=1e-4), key
