@@ -10,8 +10,8 @@ effective learning rate.
 
 Measured (docs/quality.md, arm 1 at the protocol's settings on a CPU, a trained resnet18 source): ahead
 of ``block`` on every MobileNet-family target tried (``mobilenetv3_large_100`` +9.8 over six seeds, where
-``block`` and scratch trail; ``mobilenetv3_small_100``, ``mobilenetv2_100``, ``lcnet_100``,
-``mnasnet_100``), behind it on ``efficientnet_b0``, ``regnety_016``, ``resnet34`` and ``ghostnet_100``.
+``block`` and scratch trail; ``mobilenetv3_small_100``, ``mobilenetv2_100``, ``fbnetc_100``,
+``lcnet_100``, ``mnasnet_100``), behind it on ``efficientnet_b0``, ``regnety_016``, ``resnet34`` and ``ghostnet_100``.
 Neither the scale gap nor the block type predicted the side of a held-out target, so it is an opt-in
 strategy, not the default.
 
