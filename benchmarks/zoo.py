@@ -234,8 +234,9 @@ COLUMNS = ["module", "model", "params", "extractor", "chain", "off-chain", "acco
 
 
 def markdown(meta: dict[str, Any], summary: dict[str, Any], rows: list[Row]) -> str:
-    lines = [f"# Zoo sweep: {meta['selection']}", "", f"`{meta['command']}`  ", f"timm {meta['timm']}, torch "
-             f"{meta['torch']}, {meta['cpus']} CPUs, load average at start {meta['load_start']}", "", "| summary | |",
+    env = (f"strategy `{meta.get('strategy')}`, timm {meta['timm']}, torch {meta['torch']}, {meta['cpus']} CPUs, "
+           f"load average at start {meta['load_start']}")
+    lines = [f"# Zoo sweep: {meta['selection']}", "", f"`{meta['command']}`  ", env, "", "| summary | |",
              "|---|---|", *[f"| {k} | {v} |" for k, v in summary.items()], "",
              "`ms` / `cpu ms`: graph + chain + account on the meta device, wall clock / process CPU time, after "
              "imports and a warm-up; `(n)`: layers the planned transfer writes.", "",
@@ -281,8 +282,11 @@ def main(argv: list[str] | None = None) -> int:
     else:
         todo = representatives(args.all)
     extract_graph(build_model(resolve_model("resnet18"), device="meta"), "warm-up")  # first-call costs
+    from hmt_cli.options import DEFAULT_STRATEGY  # what the planned transfers use
+
     meta = {"selection": "sample" if args.sample else ("models" if args.models else "representatives"),
             "command": " ".join(["python benchmarks/zoo.py", *(argv if argv is not None else sys.argv[1:])]),
+            "strategy": DEFAULT_STRATEGY,
             "timm": timm.__version__, "torch": torch.__version__, "python": platform.python_version(),
             "cpus": os.cpu_count(), "load_start": [round(x, 2) for x in os.getloadavg()]}
     rows = []

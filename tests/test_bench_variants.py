@@ -202,6 +202,7 @@ def lift() -> Iterator[ModuleType]:
 @pytest.mark.parametrize(("strategy", "partial"), [
     ("block-initscale-sqrt", lambda factor: factor ** 0.5),
     ("block-initscale-cap2", lambda factor: max(factor / 2.0, 1.0)),
+    ("block-initscale-over1.5", lambda factor: factor if factor >= 1.5 else 1.0),
 ])
 def test_partial_lifts_apply_their_share_of_initscales_factor(
         lift: ModuleType, tmp_path: Path, strategy: str, partial: Callable[[float], float]) -> None:

@@ -1,4 +1,6 @@
-"""``block`` (the default): ``centre``'s tensor rules on a pairing that maps whole blocks to whole blocks.
+"""``block``: ``centre``'s tensor rules on a pairing that maps whole blocks to whole blocks.
+
+The default before ``block-initscale`` (this, with the written weights at the target init's scale).
 
 Why: DPIAT (the published peer) maps a source block onto a target block, layer after layer (marking every
 source weight and reading back where DPIAT put it: resnet18 -> resnet50 gives ``conv1 <- conv1``,
