@@ -26,6 +26,7 @@ import json
 import re
 import sys
 from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Set as AbstractSet
 from pathlib import Path
 from typing import Any
 
@@ -55,13 +56,13 @@ def fingerprint(header: Mapping[str, Any], arm: str) -> tuple[Any, ...]:
     return (env.get("device"), env.get("torch_threads"), *(source.get(f) for f in _SOURCE_FIELDS))
 
 
-def check_same_sources(headers: Iterable[tuple[str, Mapping[str, Any]]], arms: Iterable[str]) -> None:
+def check_same_sources(headers: Iterable[tuple[str, Mapping[str, Any]]], arms: AbstractSet[str]) -> None:
     seen: dict[str, tuple[str, tuple[Any, ...]]] = {}
     for name, header in headers:
         if not header:
             continue  # a log: no header to compare
         ran = {r["arm"] for r in header.get("runs", [])}
-        for arm in sorted(set(arms) & ran):
+        for arm in sorted(arms & ran):
             fp = fingerprint(header, arm)
             first = seen.setdefault(arm, (name, fp))
             # A field one file lacks (older files recorded no checksum) cannot disagree.
