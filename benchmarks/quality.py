@@ -142,6 +142,11 @@ def log(ctx: Context, message: str) -> None:
 # ---------------------------------------------------------------------------------------- setup
 
 
+def _pct(acc: float | None) -> str:
+    """A run's accuracy for the log; a missing one as "—", which ``pool.py`` does not read as a number."""
+    return "—" if acc is None else f"{100 * acc:.1f}%"
+
+
 def available_strategies() -> tuple[str, ...]:
     """Every registered hmt strategy; ``("paper",)`` for a core that predates the plug-in registry."""
     import importlib
@@ -512,7 +517,7 @@ class Runner:
         log(
             self.ctx,
             f"{self.arm.arm} {ds.name} {target.name} {init} seed {seed}: final "
-            f"{100 * (run['acc_final'] or 0):.1f}% early {100 * (run['acc_early'] or 0):.1f}% "
+            f"{_pct(run['acc_final'])} early {_pct(run['acc_early'])} "
             f"(init {init_s:.1f}s, train {result.train_s:.1f}s, eval {result.eval_s:.1f}s)",
         )
         return run

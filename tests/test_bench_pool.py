@@ -32,7 +32,9 @@ def test_pools_seeds_and_inits_from_separate_calls_and_a_log(tmp_path: Path) -> 
     b = _results(tmp_path / "b.json", [_run("scratch", 1, 0.52), _run("scratch", 0, 0.50)])  # seed 0 repeated
     log = tmp_path / "c.log"
     log.write_text("[   80.8s] arm2 fashion_mnist resnet50 block seed 1: final 61.0% early 30.0% (init 1s)\n"
-                   "[   81.0s] arm2 fashion_mnist resnet50 shard started\n")
+                   "[   81.0s] arm2 fashion_mnist resnet50 shard started\n"
+                   # quality.py's line for a run without an accuracy: not a 0.0% to pool
+                   "[   82.0s] arm2 fashion_mnist resnet50 scratch seed 2: final — early — (init 1s)\n")
     out = tmp_path / "out"
     assert pool.main(["--out", str(out), str(a), str(b), str(log)]) == 0
     data = json.loads((out / "results.json").read_text())
