@@ -7,7 +7,8 @@ stores the result on the CPU in the output dtype. Nothing here loops over channe
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Callable, Iterator, MutableMapping
+from collections.abc import Callable, Collection, Iterator, Mapping, MutableMapping
+from dataclasses import dataclass
 
 import torch
 
@@ -16,7 +17,7 @@ from .io import WeightSource
 from .plan import TransferPlan
 from .reshape import apply_rule
 
-__all__ = ["apply_plan", "check_finite", "single_thread"]
+__all__ = ["Written", "apply_plan", "check_finite", "single_thread"]
 
 
 def _all_finite(tensor: torch.Tensor) -> bool:
@@ -65,14 +66,31 @@ def _fetch(source: WeightSource, key: str, device: torch.device) -> torch.Tensor
     return src
 
 
-def _store(target: MutableMapping[str, torch.Tensor], key: str, out: torch.Tensor) -> None:
+def _store(target: MutableMapping[str, torch.Tensor], key: str, out: torch.Tensor) -> torch.Tensor:
     """Write ``out`` into the target's tensor in place (it may be the model's own parameter, which
-    then stops holding the init: one copy of the target in memory, not two); a new tensor otherwise."""
+    then stops holding the init: one copy of the target in memory, not two); a new tensor otherwise.
+
+    Returns where the result differs from the init it replaced: the elements holding source values. A
+    rule that writes a narrow source into a wider tensor (centre crop/pad) leaves the rest at the init;
+    the report counts the difference and a lift measured on the source alone needs it. Compared on the
+    CPU copy, so a GPU transfer still syncs once per tensor, for the copy."""
     current = target[key]
+    out = out.cpu()
+    written = out != current if out.shape == current.shape else torch.ones(out.shape, dtype=torch.bool)
     if current.shape == out.shape and current.dtype == out.dtype and current.device.type == "cpu":
         current.copy_(out)
     else:
-        target[key] = out.cpu()
+        target[key] = out
+    return written
+
+
+@dataclass(frozen=True)
+class Written:
+    """What ``apply_plan`` wrote: per target key, how many elements left the init, and for the keys asked
+    for (those a rescale measures), where."""
+
+    from_source: Mapping[str, int]
+    masks: Mapping[str, torch.Tensor]
 
 
 def apply_plan(
@@ -81,10 +99,11 @@ def apply_plan(
     target: MutableMapping[str, torch.Tensor],
     device: torch.device,
     progress: Callable[[int], None] | None = None,
-) -> int:
-    """Write every op of ``plan`` into ``target``'s tensors in place; returns the number of elements written."""
+    keep_masks: Collection[str] = (),
+) -> Written:
+    """Write every op of ``plan`` into ``target``'s tensors in place; see :class:`Written`."""
     with single_thread():
-        return _apply(plan, source, target, device, progress)
+        return _apply(plan, source, target, device, progress, frozenset(keep_masks))
 
 
 def _apply(
@@ -93,10 +112,12 @@ def _apply(
     target: MutableMapping[str, torch.Tensor],
     device: torch.device,
     progress: Callable[[int], None] | None,
-) -> int:
+    keep_masks: frozenset[str],
+) -> Written:
     cache: dict[str, torch.Tensor] = {}
     last_use = {op.src_key: step for step, op in enumerate(plan.ops)}
-    written = 0
+    counts: dict[str, int] = {}
+    masks: dict[str, torch.Tensor] = {}
     for step, op in enumerate(plan.ops):
         src = cache.get(op.src_key)
         if src is None:
@@ -108,10 +129,12 @@ def _apply(
         base = target[op.tgt_key]
         out = apply_rule(op.rule, src, op.tgt_shape, base, **dict(op.params)).to(base.dtype)
         check_finite(op.tgt_key, out, "transferred")
-        _store(target, op.tgt_key, out)
-        written += out.numel()
+        mask = _store(target, op.tgt_key, out)
+        counts[op.tgt_key] = int(mask.sum())
+        if op.tgt_key in keep_masks:
+            masks[op.tgt_key] = mask
         if progress:
             progress(step + 1)
         if last_use[op.src_key] == step:  # a source feeding several targets stays only while needed
             del cache[op.src_key]
-    return written
+    return Written(counts, masks)

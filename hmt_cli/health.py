@@ -26,8 +26,8 @@ from torch import nn
 
 from .plan import TransferPlan
 
-__all__ = ["LayerSignal", "Reference", "rescale", "reference_sizes", "reference", "noise", "check", "channel_std",
-           "COLLAPSE", "EXPLODE"]
+__all__ = ["LayerSignal", "Reference", "rescale", "reference_sizes", "masked_keys", "reference", "noise", "check",
+           "channel_std", "COLLAPSE", "EXPLODE"]
 
 COLLAPSE, EXPLODE = 1e-2, 1e2
 CHECK_SIZE = 64  # spatial size of the noise batch for models that accept any size
@@ -55,9 +55,15 @@ def _std(t: torch.Tensor) -> float:
     return float(t.float().std()) if t.numel() > 1 else 0.0
 
 
-_MEASURES = {"init_std": _std, "init_std_up": _std}  # scale kinds measured against the init, by this
+# Scale kinds measured against the init, by this. The init's size is always its whole tensor's std.
+_MEASURES = {"init_std": _std, "init_std_up": _std, "init_std_up_written": _std}
 # Scale kinds that only ever scale up, by how the measured factor becomes the applied one.
-_UP: dict[str, Callable[[float], float]] = {"init_std_up": lambda factor: max(factor, 1.0)}
+_UP: dict[str, Callable[[float], float]] = {"init_std_up": lambda factor: max(factor, 1.0),
+                                            "init_std_up_written": lambda factor: max(factor, 1.0)}
+# Scale kinds measured on, and applied to, only the elements the rule wrote from the source (and the
+# followers of their layers likewise): where a narrow source fills a slice of a wider tensor, the rest
+# is the target's own init, already at its scale, and would otherwise dominate the measured std.
+_WRITTEN = {"init_std_up_written"}
 _FOLLOWERS = {"layer"}  # scale kinds that reuse their layer's factor
 
 
@@ -66,36 +72,61 @@ def reference_sizes(plan: TransferPlan, state: Mapping[str, torch.Tensor]) -> di
     return {op.tgt_key: _MEASURES[op.scale](state[op.tgt_key]) for op in plan.ops if op.scale in _MEASURES}
 
 
-def rescale(plan: TransferPlan, sizes: Mapping[str, float], state: MutableMapping[str, torch.Tensor]) -> list[str]:
+def masked_keys(plan: TransferPlan) -> set[str]:
+    """The keys whose written elements :func:`rescale` needs (``apply_plan``'s ``keep_masks``)."""
+    layers = {op.tgt_layer for op in plan.ops if op.scale in _WRITTEN}
+    return {op.tgt_key for op in plan.ops
+            if op.scale in _WRITTEN or (op.scale in _FOLLOWERS and op.tgt_layer in layers)}
+
+
+def _multiply(tensor: torch.Tensor, factor: float, mask: torch.Tensor | None) -> None:
+    """In place (the tensor may be the model's own parameter); only where ``mask`` is set, if given."""
+    if mask is None:
+        tensor.copy_(tensor.float() * factor)
+    else:
+        tensor[mask] = (tensor[mask].float() * factor).to(tensor.dtype)
+
+
+def rescale(plan: TransferPlan, sizes: Mapping[str, float], state: MutableMapping[str, torch.Tensor],
+            masks: Mapping[str, torch.Tensor] | None = None) -> list[str]:
     """Apply every op's ``scale`` in place; returns the keys that must go back to the target's init.
 
     ``init_std`` (weights): match the std of the target's own init (``sizes``, from
     :func:`reference_sizes`); ``init_std_up``: the same, but only ever up (a result above the init's
-    std keeps its scale). ``layer``: the factor that the same target layer's measured op
-    got, for a tensor that must move with a weight (its bias) to keep the layer's function. A zero init
-    (zero-init residual branches) is deliberate and kept, as is a zero result: those keys, and the keys
-    that follow their factor, are returned, and left for the caller to revert.
+    std keeps its scale); ``init_std_up_written``: as ``init_std_up``, measured on and applied to only
+    the elements the source wrote (``masks``, from ``apply_plan``; the whole tensor without one).
+    ``layer``: the factor that the same target layer's measured op got, for a tensor that must move
+    with a weight (its bias) to keep the layer's function, on its written elements too if the layer's
+    op was measured on its own. A zero init (zero-init residual branches) is deliberate and kept, as is
+    a zero result: those keys, and the keys that follow their factor, are returned, and left for the
+    caller to revert.
     """
+    masks = masks or {}
     revert: list[str] = []
     factors: dict[str, float | None] = {}  # target layer -> the factor of its measured op
+    on_written: set[str] = set()  # target layers whose factor applies to the written elements only
     for op in (op for op in plan.ops if op.scale in _MEASURES):
         out = state[op.tgt_key]
-        ref_size, out_size = sizes[op.tgt_key], _MEASURES[op.scale](out)
+        mask = masks.get(op.tgt_key) if op.scale in _WRITTEN else None
+        ref_size, out_size = sizes[op.tgt_key], _MEASURES[op.scale](out if mask is None else out[mask])
         ok = ref_size > 0.0 and out_size > 0.0 and math.isfinite(out_size)
         factor = ref_size / out_size if ok else None
         if factor is not None and op.scale in _UP:
             factor = _UP[op.scale](factor)
         factors[op.tgt_layer] = factor
+        if mask is not None:
+            on_written.add(op.tgt_layer)
         if factor is None:
             revert.append(op.tgt_key)
         else:
-            out.copy_(out.float() * factor)  # in place: the tensor may be the model's own parameter
+            _multiply(out, factor, mask)
     for op in (op for op in plan.ops if op.scale in _FOLLOWERS):
         factor = factors.get(op.tgt_layer)
         if factor is None:
             revert.append(op.tgt_key)
         else:
-            state[op.tgt_key].copy_(state[op.tgt_key].float() * factor)
+            mask = masks.get(op.tgt_key) if op.tgt_layer in on_written else None
+            _multiply(state[op.tgt_key], factor, mask)
     return revert
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Mapping
 from dataclasses import dataclass
 from itertools import pairwise
 from math import prod
@@ -210,12 +210,16 @@ def _accounting(tgt: Analysis, plan: TransferPlan, kept: set[str]) -> tuple[list
     return rows, coverage
 
 
-def _written(tgt: Analysis, plan: TransferPlan, kept: set[str]) -> dict:
-    """The report's counts of what the transfer wrote, given the keys that ended at init anyway."""
+def _written(tgt: Analysis, plan: TransferPlan, kept: set[str], from_source: Mapping[str, int] | None = None
+             ) -> dict:
+    """The report's counts of what the transfer wrote, given the keys that ended at init anyway, and
+    (after a real transfer) how many elements of each written key hold source values."""
     ops = [op for op in plan.ops if op.tgt_key not in kept]
     rows, coverage = _accounting(tgt, plan, kept)
     return {
         "params_written": sum(prod(op.tgt_shape) for op in ops if op.tgt_key in tgt.param_keys),
+        "params_from_source": None if from_source is None else sum(
+            from_source.get(op.tgt_key, 0) for op in ops if op.tgt_key in tgt.param_keys),
         "tensors_written": len(ops),
         "layers_transferred": len({op.tgt_layer for op in ops}),
         "tensors": tuple(rows),
@@ -247,7 +251,7 @@ def transfer(opts: TransferOptions, progress: Callable[[str, int, int], None] | 
     import torch
 
     from .apply import apply_plan
-    from .health import reference_sizes, rescale
+    from .health import masked_keys, reference_sizes, rescale
     from .hub import load_pretrained
     from .io import check_output_path, open_weights, write_safetensors
     from .match import get_strategy
@@ -310,8 +314,10 @@ def transfer(opts: TransferOptions, progress: Callable[[str, int, int], None] | 
         model = None  # with another output dtype, the state holds copies: let the float32 model go
     sizes = reference_sizes(plan, state)
     report_progress = (lambda step: progress("transfer", step, len(plan.ops))) if progress else None
-    apply_plan(plan, source, state, device, report_progress)
-    reverted = rescale(plan, sizes, state)
+    written = apply_plan(plan, source, state, device, report_progress, keep_masks=masked_keys(plan))
+    reverted = rescale(plan, sizes, state, written.masks)
+    from_source = written.from_source
+    del written  # the masks: up to a byte per lifted element
     init.restore(state, reverted)
     signals, fallback = _signal(policy, model, state, ref, plan, tgt, paths, init) if ref is not None else ([], [])
     del model
@@ -324,7 +330,7 @@ def transfer(opts: TransferOptions, progress: Callable[[str, int, int], None] | 
     identity = source.identity
     assert opts.out is not None
     write_safetensors(state, opts.out, _metadata(opts, identity, plan, str(dtype).removeprefix("torch.")))
-    return TransferReport(**common, **_written(tgt, plan, kept), dtype=str(dtype).removeprefix("torch."),
+    return TransferReport(**common, **_written(tgt, plan, kept, from_source), dtype=str(dtype).removeprefix("torch."),
                           src_weights=identity,
                           out=str(opts.out), seconds=time.perf_counter() - start, warnings=tuple(warnings),
                           signal=tuple(signals), fallback=tuple(fallback))

@@ -50,6 +50,9 @@ class TransferReport:
     coverage: dict[str, dict[str, int]] = field(default_factory=dict)  # role -> params, written
     signal: tuple[Any, ...] = ()  # health.LayerSignal per checked chain layer
     fallback: tuple[str, ...] = ()  # layers reverted to init by the signal check
+    # Elements of the written params that hold source values (None on a dry run): a tensor written from a
+    # narrower source (centre crop/pad) keeps the target's init around the source's slice.
+    params_from_source: int | None = None
 
     @property
     def frac_params_written(self) -> float:
@@ -58,6 +61,8 @@ class TransferReport:
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["frac_params_written"] = round(self.frac_params_written, 6)
+        data["frac_params_from_source"] = (None if self.params_from_source is None or not self.params_total
+                                           else round(self.params_from_source / self.params_total, 6))
         data["rows"] = [asdict(r) for r in self.rows]
         data["tensors"] = list(self.tensors)
         data["skipped"] = [{"tgt_key": k, "reason": why} for k, why in self.skipped]
@@ -120,6 +125,10 @@ def render_transfer(report: TransferReport) -> list[Any]:
     summary.add_row("params written", f"{report.params_written:,} of {report.params_total:,} "
                                       f"({100 * report.frac_params_written:.1f}%); the rest keeps the "
                                       f"target's init (seed {report.seed})")
+    if report.params_from_source is not None and report.params_from_source < report.params_written:
+        summary.add_row("source values", f"{report.params_from_source:,} of the written "
+                                         f"({100 * report.params_from_source / report.params_total:.1f}% of all); a "
+                                         "tensor wider than its source keeps its init around the source's slice")
     if report.coverage:
         parts = [f"{role} {v['written'] / v['params']:.0%} of {v['params']:,}"
                  for role, v in sorted(report.coverage.items(), key=lambda kv: -kv[1]["params"]) if v["params"]]

@@ -45,3 +45,25 @@ def test_scale_gap_reports_the_initscale_factors_behind_batchnorms_and_none_else
     vit = scale_gap.factors("test_resnet", weights, "test_vit", 10, tmp_path)
     assert vit and all(f == pytest.approx(1.0) for _, f, _ in vit)
     assert scale_gap.summary("test_vit", vit)["changed"] == 0
+
+
+def test_written_gaps_measure_the_source_slice_which_the_whole_tensor_factor_understates(tmp_path: Path) -> None:
+    weights = save_state(_small_kernels("test_resnet"), tmp_path / "src.safetensors")
+    rows = scale_gap.written_gaps("test_resnet", weights, "test_efficientnet", 10, tmp_path)
+    whole = {k: f for k, f, _ in scale_gap.factors("test_resnet", weights, "test_efficientnet", 10, tmp_path)}
+    init = timm_state("test_efficientnet", seed=0, num_classes=10)
+    block = _block(weights, tmp_path)
+    assert rows and {k for k, *_ in rows} <= set(whole)
+    for key, frac, gap, numel in rows:
+        mask = block[key] != init[key]
+        assert frac == pytest.approx(mask.float().mean().item()) and numel == init[key].numel()
+        assert gap == pytest.approx(torch.std(init[key]).item() / torch.std(block[key][mask]).item(), rel=1e-4)
+        assert gap >= whole[key] * (1 - 1e-4), key  # below the init, the init part pulls the std up
+    # The narrow test_resnet fills only part of these layers, and there its 0.1x kernels sit far further below
+    # the init than the whole-tensor factor says.
+    partial = [(key, gap) for key, frac, gap, _ in rows if frac < 0.99]
+    assert partial and all(gap > 2 * whole[key] for key, gap in partial)
+    s = scale_gap.written_summary("test_efficientnet", rows)
+    assert s["partial"] == len(partial) and s["weights"] == len(rows)
+    assert scale_gap.written_summary("test_vit", scale_gap.written_gaps(
+        "test_resnet", weights, "test_vit", 10, tmp_path))["weights"] == 0  # nothing behind a BatchNorm

@@ -320,3 +320,28 @@ def test_device_auto_keeps_a_small_plan_on_the_cpu(tmp_path: Path, monkeypatch: 
     assert json.loads(run.stdout)["device"] == "cpu"
     assert pipeline._device("auto", pipeline.AUTO_CUDA_ELEMENTS - 1).type == "cpu"
     assert pipeline._device("auto", pipeline.AUTO_CUDA_ELEMENTS).type == "cuda"
+
+
+def test_report_counts_the_source_values_inside_partly_written_tensors(tmp_path: Path) -> None:
+    """`block` writes the narrow test_resnet into wider test_efficientnet layers by centre crop/pad: the
+    tensors count as written, but only the elements that left the init hold source values."""
+    import timm
+    from safetensors.torch import load_file
+
+    weights = save_state(timm_state("test_resnet", seed=5), tmp_path / "src.safetensors")
+    out = tmp_path / "out.safetensors"
+    run = invoke_cli(*transfer_args(weights, out, "--strategy", "block", "--num-classes", 10, "--json",
+                                    src="test_resnet", tgt="test_efficientnet"))
+    assert run.code == 0, run
+    data = json.loads(run.stdout)
+    init = timm_state("test_efficientnet", seed=0, num_classes=10)  # --seed 0: what the rules wrote into
+    result = load_file(str(out))
+    written = {r["key"] for r in data["tensors"] if r["status"] == "transferred"}
+    params = {k for k, _ in timm.create_model("test_efficientnet", num_classes=10).named_parameters()}
+    changed = sum(int((result[k] != init[k]).sum()) for k in written & params)
+    assert data["params_from_source"] == changed
+    assert 0 < changed < data["params_written"]
+    assert data["frac_params_from_source"] == pytest.approx(changed / data["params_total"], abs=1e-6)
+    human = invoke_cli(*transfer_args(weights, tmp_path / "h.safetensors", "--strategy", "block",
+                                      "--num-classes", 10, src="test_resnet", tgt="test_efficientnet"))
+    assert human.code == 0 and f"{changed:,} of the written" in human.stderr

@@ -1,5 +1,6 @@
 """``block-initscale``: block's tensors, with weights behind a BatchNorm at the target init's scale and the
-tensors that must move with them (bias, running statistics) moved by the same factor."""
+tensors that must move with them (bias, running statistics) moved by the same factor; and
+``block-initscale-written``, which measures and lifts only the elements the source wrote."""
 
 from __future__ import annotations
 
@@ -132,7 +133,7 @@ def test_a_tensor_op_with_an_unknown_scale_fails_when_made() -> None:
 
 def test_rescale_implements_every_scale_a_tensor_op_accepts() -> None:
     """Each accepted scale other than ``none`` changes the tensor: none is accepted and then ignored."""
-    want = {"init_std": 24.0, "init_std_up": 24.0, "layer": 24.0}  # an init 24x larger
+    want = {"init_std": 24.0, "init_std_up": 24.0, "init_std_up_written": 24.0, "layer": 24.0}  # an init 24x larger
     assert set(want) == set(SCALES) - {"none"}
     for scale, factor in want.items():
         ops = (_op("a.weight", "a", "init_std"), _op("b.weight", "a", scale))
@@ -140,3 +141,47 @@ def test_rescale_implements_every_scale_a_tensor_op_accepts() -> None:
         sizes = {k: 24.0 * float(torch.std(v)) for k, v in state.items()}
         assert rescale(TransferPlan("t", "s", "t", 1, 1, (), ops, ()), sizes, state) == []
         assert torch.allclose(state["b.weight"], factor * torch.tensor([1.0, -1.0, 1.0, -1.0])), scale
+
+
+def test_rescale_written_measures_and_lifts_only_the_source_elements_and_its_bias_follows() -> None:
+    ops = (_op("a.weight", "a", "init_std_up_written"), _op("a.bias", "a", "layer"))
+    plan = TransferPlan("t", "s", "t", 1, 1, (), ops, ())
+    # Half the weight holds source values (+-1), the other half the init (+-8); the bias likewise.
+    state = {"a.weight": torch.tensor([1.0, -1.0, 8.0, -8.0]), "a.bias": torch.tensor([0.5, 3.0, 3.0, 3.0])}
+    masks = {"a.weight": torch.tensor([True, True, False, False]), "a.bias": torch.tensor([True, False, False, False])}
+    sizes = {"a.weight": 4.0 * float(torch.std(torch.tensor([1.0, -1.0])))}  # the init's std: 4x the source's
+    assert rescale(plan, sizes, state, masks) == []
+    assert torch.equal(state["a.weight"], torch.tensor([4.0, -4.0, 8.0, -8.0]))  # the init part is untouched
+    assert torch.equal(state["a.bias"], torch.tensor([2.0, 3.0, 3.0, 3.0]))
+    # Without masks it is init_std_up: measured on the whole tensor, whose init part is already larger.
+    state = {"a.weight": torch.tensor([1.0, -1.0, 8.0, -8.0]), "a.bias": torch.tensor([0.5, 3.0, 3.0, 3.0])}
+    assert rescale(plan, sizes, state) == []
+    assert torch.equal(state["a.weight"], torch.tensor([1.0, -1.0, 8.0, -8.0]))
+
+
+def test_initscale_written_lifts_the_source_slice_to_the_inits_scale_and_keeps_the_init_around_it(
+        tmp_path: Path) -> None:
+    weights = save_state(_trained_like("test_resnet"), tmp_path / "src.safetensors")
+    block = _transfer(tmp_path, weights, "block", "test_efficientnet")
+    whole = _transfer(tmp_path, weights, "block-initscale", "test_efficientnet")
+    written = _transfer(tmp_path, weights, "block-initscale-written", "test_efficientnet")
+    init = timm_state("test_efficientnet", seed=0)
+    plan = plan_for("block-initscale-written", "test_resnet", "test_efficientnet")
+    lifted = [op.tgt_key for op in plan.ops if op.scale == "init_std_up_written"]
+    partial = 0
+    for key in lifted:
+        mask = block[key] != init[key]  # the source's elements
+        partial += bool((~mask).any())
+        assert torch.equal(written[key][~mask], init[key][~mask]), key  # the init around the slice: as it was
+        init_std, slice_std = torch.std(init[key]).item(), torch.std(block[key][mask]).item()
+        factor = max(1.0, init_std / slice_std)
+        torch.testing.assert_close(written[key][mask], block[key][mask] * factor, rtol=1e-5, atol=0.0)
+        # The whole-tensor lift leaves this small source's slice well below the init's scale.
+        assert torch.std(written[key][mask]).item() == pytest.approx(init_std, rel=1e-4), key
+        assert torch.std(whole[key][mask]).item() < 0.9 * init_std, key
+    assert len(lifted) >= 5 and partial >= 5
+    # Everything but the scale kind is block-initscale's plan.
+    ref = plan_for("block-initscale", "test_resnet", "test_efficientnet")
+    kinds = {"init_std_up": "init_std_up_written"}
+    assert [(o.tgt_key, o.src_key, o.rule, kinds.get(o.scale, o.scale)) for o in ref.ops] == \
+        [(o.tgt_key, o.src_key, o.rule, o.scale) for o in plan.ops]

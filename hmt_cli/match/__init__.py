@@ -7,7 +7,7 @@ from ..errors import UsageError
 from .base import LayerPair, Pairing, Strategy, TensorOp
 from .block import BlockStrategy
 from .centre import CentreStrategy
-from .initscale import BlockInitScaleStrategy
+from .initscale import BlockInitScaleStrategy, BlockInitScaleWrittenStrategy
 from .paper import PaperStrategy
 from .stage import StageStrategy
 
@@ -15,6 +15,7 @@ __all__ = ["STRATEGIES", "get_strategy", "names", "LayerPair", "Pairing", "Strat
 
 STRATEGIES: list[Strategy] = [
     PaperStrategy(), StageStrategy(), CentreStrategy(), BlockStrategy(), BlockInitScaleStrategy(),
+    BlockInitScaleWrittenStrategy(),
 ]
 
 

@@ -12,7 +12,7 @@ __all__ = ["LayerPair", "Pairing", "TensorOp", "Strategy", "SCALES"]
 
 # What ``TensorOp.scale`` may say; ``health.rescale`` implements each. Checked when an op is made: a
 # plug-in strategy's typo would otherwise write the source's magnitude without a word.
-SCALES = ("none", "init_std", "init_std_up", "layer")
+SCALES = ("none", "init_std", "init_std_up", "init_std_up_written", "layer")
 
 
 @dataclass(frozen=True)
@@ -31,7 +31,8 @@ class TensorOp:
     ``params`` are extra integer arguments of the rule (e.g. group counts). ``scale`` is applied
     after the rule: ``none`` keeps the source's magnitude; ``init_std`` rescales the result to the
     standard deviation of the target's own init of that tensor (signal health by construction);
-    ``init_std_up`` matches the std but only scales up;
+    ``init_std_up`` matches the std but only scales up; ``init_std_up_written`` does so measuring and
+    scaling only the elements the rule wrote from the source (a narrow source's slice of a wider tensor);
     ``layer`` multiplies by the factor of the measured op of the same ``tgt_layer`` (``health.rescale``).
     """
 

@@ -44,7 +44,7 @@ from ..graph import LayerGraph, LayerNode
 from .base import LayerPair, TensorOp
 from .block import BlockStrategy
 
-__all__ = ["BlockInitScaleStrategy", "behind_batchnorm"]
+__all__ = ["BlockInitScaleStrategy", "BlockInitScaleWrittenStrategy", "behind_batchnorm"]
 
 
 def behind_batchnorm(node: LayerNode) -> bool:
@@ -64,3 +64,24 @@ class BlockInitScaleStrategy(BlockStrategy):
             return ops
         scales = {t.weight: "init_std_up", t.bias: "layer"}
         return [replace(op, scale=scales[op.tgt_key]) if op.tgt_key in scales else op for op in ops]
+
+
+class BlockInitScaleWrittenStrategy(BlockInitScaleStrategy):
+    """``block-initscale`` with its lift measured on, and applied to, the source's values only.
+
+    ``block`` writes a narrow source into a wider layer by centre crop/pad: the written tensor is then a
+    slice of source values inside the target's own init. ``block-initscale`` measures its factor over
+    the whole tensor, where the init part dominates the std, so the source slice stays far below the init's
+    scale (arm 1's trained resnet18 into efficientnet_b0: 11x at the median, lifted by 1.34x) and the init
+    part is pushed above it. Here the factor is the init's std over the std of the elements that hold
+    source values, and only those are multiplied (``init_std_up_written``); a tensor the source fills
+    whole gets ``block-initscale``'s factor.
+    """
+
+    name = "block-initscale-written"
+    summary = ("block-initscale with the lift measured on, and applied to, the elements the source wrote "
+               "(not the init around a narrow source's slice)")
+
+    def ops(self, pair: LayerPair, src: LayerGraph, tgt: LayerGraph) -> list[TensorOp]:
+        return [replace(op, scale="init_std_up_written") if op.scale == "init_std_up" else op
+                for op in super().ops(pair, src, tgt)]
