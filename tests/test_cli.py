@@ -30,6 +30,7 @@ from conftest import (
 )
 
 from hmt_cli import __version__
+from hmt_cli.match import names
 from hmt_cli.reshape import apply_rule
 
 SRC, TGT = "resnet18", "mobilenetv3_small_100"
@@ -180,7 +181,7 @@ def test_model_arguments(tmp_path: Path, weights_dir: Path) -> None:
 # --- --config ----------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("preset", ["paper", "stage", "centre", "block", "block-initscale"])
+@pytest.mark.parametrize("preset", names())  # every strategy ships a preset
 def test_presets_as_shipped(preset: str) -> None:
     run = invoke_cli("transfer", "--config", REPO / "configs" / f"{preset}.toml", "--dry-run", "--json")
     assert run.code == 0, run
