@@ -9,13 +9,14 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Callable, Collection, Iterator, Mapping, MutableMapping
 from dataclasses import dataclass
+from math import prod
 
 import torch
 
 from .errors import InvalidValues
 from .io import WeightSource
 from .plan import TransferPlan
-from .reshape import apply_rule
+from .reshape import apply_rule, written_region
 
 __all__ = ["Written", "apply_plan", "check_finite", "single_thread"]
 
@@ -66,31 +67,24 @@ def _fetch(source: WeightSource, key: str, device: torch.device) -> torch.Tensor
     return src
 
 
-def _store(target: MutableMapping[str, torch.Tensor], key: str, out: torch.Tensor) -> torch.Tensor:
+def _store(target: MutableMapping[str, torch.Tensor], key: str, out: torch.Tensor) -> None:
     """Write ``out`` into the target's tensor in place (it may be the model's own parameter, which
-    then stops holding the init: one copy of the target in memory, not two); a new tensor otherwise.
-
-    Returns where the result differs from the init it replaced: the elements holding source values. A
-    rule that writes a narrow source into a wider tensor (centre crop/pad) leaves the rest at the init;
-    the report counts the difference and a lift measured on the source alone needs it. Compared on the
-    CPU copy, so a GPU transfer still syncs once per tensor, for the copy."""
+    then stops holding the init: one copy of the target in memory, not two); a new tensor otherwise."""
     current = target[key]
-    out = out.cpu()
-    written = out != current if out.shape == current.shape else torch.ones(out.shape, dtype=torch.bool)
     if current.shape == out.shape and current.dtype == out.dtype and current.device.type == "cpu":
         current.copy_(out)
     else:
-        target[key] = out
-    return written
+        target[key] = out.cpu()
 
 
 @dataclass(frozen=True)
 class Written:
-    """What ``apply_plan`` wrote: per target key, how many elements left the init, and for the keys asked
-    for (those a rescale measures), where."""
+    """What ``apply_plan`` wrote: per target key, how many elements hold source values (a rule that writes
+    a narrow source into a wider tensor, centre crop/pad, leaves the rest at the init), and for the keys
+    asked for (those a rescale measures) where, as a box of slices; a key without one is the source's whole."""
 
     from_source: Mapping[str, int]
-    masks: Mapping[str, torch.Tensor]
+    regions: Mapping[str, tuple[slice, ...]]
 
 
 def apply_plan(
@@ -99,11 +93,11 @@ def apply_plan(
     target: MutableMapping[str, torch.Tensor],
     device: torch.device,
     progress: Callable[[int], None] | None = None,
-    keep_masks: Collection[str] = (),
+    keep_regions: Collection[str] = (),
 ) -> Written:
     """Write every op of ``plan`` into ``target``'s tensors in place; see :class:`Written`."""
     with single_thread():
-        return _apply(plan, source, target, device, progress, frozenset(keep_masks))
+        return _apply(plan, source, target, device, progress, frozenset(keep_regions))
 
 
 def _apply(
@@ -112,12 +106,12 @@ def _apply(
     target: MutableMapping[str, torch.Tensor],
     device: torch.device,
     progress: Callable[[int], None] | None,
-    keep_masks: frozenset[str],
+    keep_regions: frozenset[str],
 ) -> Written:
     cache: dict[str, torch.Tensor] = {}
     last_use = {op.src_key: step for step, op in enumerate(plan.ops)}
     counts: dict[str, int] = {}
-    masks: dict[str, torch.Tensor] = {}
+    regions: dict[str, tuple[slice, ...]] = {}
     for step, op in enumerate(plan.ops):
         src = cache.get(op.src_key)
         if src is None:
@@ -129,12 +123,13 @@ def _apply(
         base = target[op.tgt_key]
         out = apply_rule(op.rule, src, op.tgt_shape, base, **dict(op.params)).to(base.dtype)
         check_finite(op.tgt_key, out, "transferred")
-        mask = _store(target, op.tgt_key, out)
-        counts[op.tgt_key] = int(mask.sum())
-        if op.tgt_key in keep_masks:
-            masks[op.tgt_key] = mask
+        _store(target, op.tgt_key, out)
+        region = written_region(op.rule, src, op.tgt_shape, **dict(op.params))  # from shapes: no pass over out
+        counts[op.tgt_key] = out.numel() if region is None else prod(s.stop - s.start for s in region)
+        if region is not None and op.tgt_key in keep_regions:
+            regions[op.tgt_key] = region
         if progress:
             progress(step + 1)
         if last_use[op.src_key] == step:  # a source feeding several targets stays only while needed
             del cache[op.src_key]
-    return Written(counts, masks)
+    return Written(counts, regions)

@@ -26,7 +26,7 @@ from torch import nn
 
 from .plan import TransferPlan
 
-__all__ = ["LayerSignal", "Reference", "rescale", "reference_sizes", "masked_keys", "reference", "noise", "check",
+__all__ = ["LayerSignal", "Reference", "rescale", "reference_sizes", "region_keys", "reference", "noise", "check",
            "channel_std", "COLLAPSE", "EXPLODE"]
 
 COLLAPSE, EXPLODE = 1e-2, 1e2
@@ -72,61 +72,58 @@ def reference_sizes(plan: TransferPlan, state: Mapping[str, torch.Tensor]) -> di
     return {op.tgt_key: _MEASURES[op.scale](state[op.tgt_key]) for op in plan.ops if op.scale in _MEASURES}
 
 
-def masked_keys(plan: TransferPlan) -> set[str]:
-    """The keys whose written elements :func:`rescale` needs (``apply_plan``'s ``keep_masks``)."""
+def region_keys(plan: TransferPlan) -> set[str]:
+    """The keys whose written region :func:`rescale` needs (``apply_plan``'s ``keep_regions``)."""
     layers = {op.tgt_layer for op in plan.ops if op.scale in _WRITTEN}
     return {op.tgt_key for op in plan.ops
             if op.scale in _WRITTEN or (op.scale in _FOLLOWERS and op.tgt_layer in layers)}
 
 
-def _multiply(tensor: torch.Tensor, factor: float, mask: torch.Tensor | None) -> None:
-    """In place (the tensor may be the model's own parameter); only where ``mask`` is set, if given."""
-    if mask is None:
-        tensor.copy_(tensor.float() * factor)
-    else:
-        tensor[mask] = (tensor[mask].float() * factor).to(tensor.dtype)
+def _multiply(tensor: torch.Tensor, factor: float, region: tuple[slice, ...] | None) -> None:
+    """In place (the tensor may be the model's own parameter); only in ``region``, if given."""
+    part = tensor if region is None else tensor[region]  # a view: writing it writes the tensor
+    part.copy_(part.float() * factor)
 
 
 def rescale(plan: TransferPlan, sizes: Mapping[str, float], state: MutableMapping[str, torch.Tensor],
-            masks: Mapping[str, torch.Tensor] | None = None) -> list[str]:
+            regions: Mapping[str, tuple[slice, ...]] | None = None) -> list[str]:
     """Apply every op's ``scale`` in place; returns the keys that must go back to the target's init.
 
     ``init_std`` (weights): match the std of the target's own init (``sizes``, from
     :func:`reference_sizes`); ``init_std_up``: the same, but only ever up (a result above the init's
     std keeps its scale); ``init_std_up_written``: as ``init_std_up``, measured on and applied to only
-    the elements the source wrote (``masks``, from ``apply_plan``; the whole tensor without one).
+    the elements the source wrote (``regions``, from ``apply_plan``; the whole tensor without one).
     ``layer``: the factor that the same target layer's measured op got, for a tensor that must move
     with a weight (its bias) to keep the layer's function, on its written elements too if the layer's
     op was measured on its own. A zero init (zero-init residual branches) is deliberate and kept, as is
     a zero result: those keys, and the keys that follow their factor, are returned, and left for the
     caller to revert.
     """
-    masks = masks or {}
+    regions = regions or {}
     revert: list[str] = []
     factors: dict[str, float | None] = {}  # target layer -> the factor of its measured op
     on_written: set[str] = set()  # target layers whose factor applies to the written elements only
     for op in (op for op in plan.ops if op.scale in _MEASURES):
         out = state[op.tgt_key]
-        mask = masks.get(op.tgt_key) if op.scale in _WRITTEN else None
-        ref_size, out_size = sizes[op.tgt_key], _MEASURES[op.scale](out if mask is None else out[mask])
+        region = regions.get(op.tgt_key) if op.scale in _WRITTEN else None
+        ref_size, out_size = sizes[op.tgt_key], _MEASURES[op.scale](out if region is None else out[region])
         ok = ref_size > 0.0 and out_size > 0.0 and math.isfinite(out_size)
         factor = ref_size / out_size if ok else None
         if factor is not None and op.scale in _UP:
             factor = _UP[op.scale](factor)
         factors[op.tgt_layer] = factor
-        if mask is not None:
+        if op.scale in _WRITTEN:
             on_written.add(op.tgt_layer)
         if factor is None:
             revert.append(op.tgt_key)
         else:
-            _multiply(out, factor, mask)
+            _multiply(out, factor, region)
     for op in (op for op in plan.ops if op.scale in _FOLLOWERS):
         factor = factors.get(op.tgt_layer)
         if factor is None:
             revert.append(op.tgt_key)
         else:
-            mask = masks.get(op.tgt_key) if op.tgt_layer in on_written else None
-            _multiply(state[op.tgt_key], factor, mask)
+            _multiply(state[op.tgt_key], factor, regions.get(op.tgt_key) if op.tgt_layer in on_written else None)
     return revert
 
 

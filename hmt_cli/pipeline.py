@@ -251,7 +251,7 @@ def transfer(opts: TransferOptions, progress: Callable[[str, int, int], None] | 
     import torch
 
     from .apply import apply_plan
-    from .health import masked_keys, reference_sizes, rescale
+    from .health import reference_sizes, region_keys, rescale
     from .hub import load_pretrained
     from .io import check_output_path, open_weights, write_safetensors
     from .match import get_strategy
@@ -314,10 +314,9 @@ def transfer(opts: TransferOptions, progress: Callable[[str, int, int], None] | 
         model = None  # with another output dtype, the state holds copies: let the float32 model go
     sizes = reference_sizes(plan, state)
     report_progress = (lambda step: progress("transfer", step, len(plan.ops))) if progress else None
-    written = apply_plan(plan, source, state, device, report_progress, keep_masks=masked_keys(plan))
-    reverted = rescale(plan, sizes, state, written.masks)
+    written = apply_plan(plan, source, state, device, report_progress, keep_regions=region_keys(plan))
+    reverted = rescale(plan, sizes, state, written.regions)
     from_source = written.from_source
-    del written  # the masks: up to a byte per lifted element
     init.restore(state, reverted)
     signals, fallback = _signal(policy, model, state, ref, plan, tgt, paths, init) if ref is not None else ([], [])
     del model

@@ -329,7 +329,12 @@ def test_report_counts_the_source_values_inside_partly_written_tensors(tmp_path:
     import timm
     from safetensors.torch import load_file
 
-    weights = save_state(timm_state("test_resnet", seed=5), tmp_path / "src.safetensors")
+    g = torch.Generator().manual_seed(5)
+    # Trained-like: no source value equal to the init's (an untrained norm's 1s and 0s would be), so the
+    # elements that left the init are exactly the ones the source filled.
+    state = {k: v + 0.01 * torch.randn(v.shape, generator=g) if v.is_floating_point() else v
+             for k, v in timm_state("test_resnet", seed=5).items()}
+    weights = save_state(state, tmp_path / "src.safetensors")
     out = tmp_path / "out.safetensors"
     run = invoke_cli(*transfer_args(weights, out, "--strategy", "block", "--num-classes", 10, "--json",
                                     src="test_resnet", tgt="test_efficientnet"))

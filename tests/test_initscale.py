@@ -148,12 +148,12 @@ def test_rescale_written_measures_and_lifts_only_the_source_elements_and_its_bia
     plan = TransferPlan("t", "s", "t", 1, 1, (), ops, ())
     # Half the weight holds source values (+-1), the other half the init (+-8); the bias likewise.
     state = {"a.weight": torch.tensor([1.0, -1.0, 8.0, -8.0]), "a.bias": torch.tensor([0.5, 3.0, 3.0, 3.0])}
-    masks = {"a.weight": torch.tensor([True, True, False, False]), "a.bias": torch.tensor([True, False, False, False])}
+    regions = {"a.weight": (slice(0, 2),), "a.bias": (slice(0, 1),)}
     sizes = {"a.weight": 4.0 * float(torch.std(torch.tensor([1.0, -1.0])))}  # the init's std: 4x the source's
-    assert rescale(plan, sizes, state, masks) == []
+    assert rescale(plan, sizes, state, regions) == []
     assert torch.equal(state["a.weight"], torch.tensor([4.0, -4.0, 8.0, -8.0]))  # the init part is untouched
     assert torch.equal(state["a.bias"], torch.tensor([2.0, 3.0, 3.0, 3.0]))
-    # Without masks it is init_std_up: measured on the whole tensor, whose init part is already larger.
+    # Without regions it is init_std_up: measured on the whole tensor, whose init part is already larger.
     state = {"a.weight": torch.tensor([1.0, -1.0, 8.0, -8.0]), "a.bias": torch.tensor([0.5, 3.0, 3.0, 3.0])}
     assert rescale(plan, sizes, state) == []
     assert torch.equal(state["a.weight"], torch.tensor([1.0, -1.0, 8.0, -8.0]))

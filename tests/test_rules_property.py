@@ -7,7 +7,9 @@ from its shape check's signature and drawn too; ``check_rule`` decides which dra
 * ``check_rule`` accepts => ``apply_rule`` returns exactly the target shape, in the input dtype,
   finite from finite input, without modifying the input;
 * equal shapes (default parameters) => the output equals the input;
-* ``check_rule`` rejects => ``apply_rule`` raises ``RuleError`` (never another error type).
+* ``check_rule`` rejects => ``apply_rule`` raises ``RuleError`` (never another error type);
+* ``written_region`` is exactly where the result differs from the init it was written into (rules that
+  write into one), and the whole tensor (None) for the others.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import torch
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from hmt_cli.reshape import BASED_RULES, CHECKS, RULES, RuleError, apply_rule, check_rule
+from hmt_cli.reshape import BASED_RULES, CHECKS, RULES, RuleError, apply_rule, check_rule, written_region
 
 RULE_NAMES = sorted(RULES)
 DTYPES = [torch.float32, torch.float16, torch.bfloat16]
@@ -117,6 +119,26 @@ def test_accepted_shapes_give_the_target_exactly(name: str, dtype: torch.dtype, 
     assert out.dtype == dtype
     assert bool(torch.isfinite(out).all())
     assert torch.equal(src, before), "the rule modified its input"
+
+
+@pytest.mark.parametrize("name", RULE_NAMES)
+@PROPERTY_SETTINGS
+@given(data=st.data(), seed=st.integers(0, 2**31 - 1))
+def test_written_region_is_where_the_result_left_the_init(name: str, data: st.DataObject, seed: int) -> None:
+    src_shape, tgt_shape = data.draw(shape_pairs())
+    params = data.draw(params_for(name, src_shape, tgt_shape))
+    if not _accepts(name, src_shape, tgt_shape, params):
+        return
+    src = _tensor(src_shape, torch.float32, seed)  # float32 noise: no source value equals its init by chance
+    region = written_region(name, src, tgt_shape, **params)
+    if name not in BASED_RULES:
+        assert region is None  # the rule builds the whole tensor from the source
+        return
+    base = _tensor(tgt_shape, torch.float32, 7)
+    changed = apply_rule(name, src, tgt_shape, base, **params) != base
+    inside = torch.zeros(tgt_shape, dtype=torch.bool)
+    inside[region if region is not None else ...] = True
+    assert torch.equal(changed, inside)
 
 
 @pytest.mark.parametrize("name", RULE_NAMES)
@@ -298,6 +320,9 @@ def test_centre_keep_zero_leaves_the_init_for_an_all_zero_source() -> None:
     assert torch.equal(apply_rule("centre", torch.zeros(6), (4,), base), torch.zeros(4))  # off: a plain copy
     src = torch.tensor([0.0, 0.0, 0.5, 0.0, 0.0, 0.0])
     assert torch.equal(apply_rule("centre", src, (4,), base, keep_zero=1), src[1:5])  # any trained value: copied
+    # What it wrote from the source: nothing, then all of it.
+    assert written_region("centre", torch.zeros(6), (4,), keep_zero=1) == (slice(0, 0),)
+    assert written_region("centre", src, (4,), keep_zero=1) is None
 
 
 def test_centre_scale_permille_scales_only_what_the_source_writes() -> None:

@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import torch
 
-from .centre import centre_into, diagonal_kernels
+from .centre import centre_into, centre_region, diagonal_kernels
 from .cyclic import cyclic_stack
 from .grouped import check_grouped, grouped_map
 from .kernel import adapt_rank, resize_kernel
@@ -18,7 +18,7 @@ from .tokens import check_tokens, pos_embed, tokens
 
 __all__ = [
     "RULES", "CHECKS", "RuleError", "apply_rule", "check_rule", "cyclic_stack", "resize_kernel", "adapt_rank",
-    "paper_weight", "BASED_RULES",
+    "paper_weight", "BASED_RULES", "written_region",
 ]
 
 
@@ -134,13 +134,26 @@ def check_centre(src: tuple[int, ...], tgt: tuple[int, ...], diagonal: int = 0, 
     _check_nonempty("centre", src, tgt)
 
 
+def _zero_kept(src: torch.Tensor, keep_zero: int) -> bool:
+    # A zero gain is the source's init (timm zero-inits each residual block's last norm), not
+    # knowledge; copied onto a norm mid-block it would cut the signal path there.
+    return bool(keep_zero) and not bool(src.any())
+
+
+def _centre_region(src: torch.Tensor, shape: tuple[int, ...], diagonal: int = 0, keep_zero: int = 0,
+                   scale_permille: int = 1000) -> tuple[slice, ...] | None:
+    """Where :func:`centre` (same arguments) puts source values: shapes only, but for ``keep_zero``'s test."""
+    if _zero_kept(src, keep_zero):
+        return tuple(slice(0, 0) for _ in shape)  # it wrote the init back
+    written = diagonal_kernels(src.to("meta")) if diagonal else src
+    return centre_region(tuple(written.shape), shape)
+
+
 def centre(src: torch.Tensor, shape: tuple[int, ...], base: torch.Tensor | None = None,
            diagonal: int = 0, keep_zero: int = 0, scale_permille: int = 1000) -> torch.Tensor:
     if base is None or tuple(base.shape) != tuple(shape):
         raise RuleError(f"centre writes into the target's init of shape {shape}; got none or another shape")
-    if keep_zero and not bool(src.any()):
-        # A zero gain is the source's init (timm zero-inits each residual block's last norm), not
-        # knowledge; copied onto a norm mid-block it would cut the signal path there.
+    if _zero_kept(src, keep_zero):
         return base.to(device=src.device, dtype=src.dtype, copy=True)
     if scale_permille != 1000:
         src = src * (scale_permille / 1000)
@@ -170,6 +183,15 @@ RULES: dict[str, Callable[..., torch.Tensor]] = {
 
 # Rules that write into the target's own init tensor (passed as ``base``) instead of replacing it.
 BASED_RULES = frozenset({"centre"})
+# For each of those, the box of the target tensor it fills from the source (None: all of it), given the
+# rule's own arguments; every other rule writes the whole tensor.
+_REGIONS: dict[str, Callable[..., tuple[slice, ...] | None]] = {"centre": _centre_region}
+
+
+def written_region(name: str, src: torch.Tensor, shape: tuple[int, ...], **params: int) -> tuple[slice, ...] | None:
+    """The part of rule ``name``'s ``shape``-d result that holds ``src``'s values; None: all of it."""
+    region = _REGIONS.get(name)
+    return None if region is None else region(src, tuple(shape), **params)
 
 
 def check_rule(name: str, src: tuple[int, ...], tgt: tuple[int, ...], **params: int) -> None:

@@ -14,7 +14,7 @@ import torch
 
 from .kernel import adapt_rank
 
-__all__ = ["centre_into", "centre_slices", "diagonal_kernels"]
+__all__ = ["centre_into", "centre_region", "centre_slices", "diagonal_kernels"]
 
 
 def centre_slices(src: int, tgt: int) -> tuple[slice, slice]:
@@ -24,6 +24,18 @@ def centre_slices(src: int, tgt: int) -> tuple[slice, slice]:
         return slice(start, start + tgt), slice(0, tgt)
     start = (tgt - src) // 2
     return slice(0, src), slice(start, start + src)
+
+
+def centre_region(src: tuple[int, ...], tgt: tuple[int, ...]) -> tuple[slice, ...] | None:
+    """The box of a ``tgt``-shaped tensor that :func:`centre_into` fills from a ``src``-shaped source (the
+    rest keeps the init); None when that is the whole tensor (no axis of the target is the wider)."""
+    x = torch.empty(src, device="meta")  # shapes only: adapt_rank's centre taps without the data
+    x = adapt_rank(x, len(tgt)) if x.dim() >= 2 and len(tgt) >= 2 else x
+    if x.dim() != len(tgt):
+        raise ValueError(f"centre: cannot map {src} onto {tgt}")
+    if all(a >= b for a, b in zip(x.shape, tgt, strict=True)):
+        return None
+    return tuple(t for _, t in (centre_slices(a, b) for a, b in zip(x.shape, tgt, strict=True)))
 
 
 def centre_into(src: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
