@@ -13,9 +13,11 @@ Measured on the quality benchmark's GPU protocol (docs/quality.md, "``block-init
 protocol"): the one strategy ahead of scratch on all six timm-to-timm targets of arm 1, +6.2 points on
 average (``block`` +4.9, DPIAT +2.2), ``resnet50`` recovery 0.80, and +7.0 on seven held-out targets
 (``block`` +2.2), far ahead on the MobileNet family, where ``block`` trails scratch. From arm 2's CIFAR
-ResNet-56, whose kernels sit near the targets' init scale (median gap 1.01-1.08x), it lifts little and
-ends below ``block`` on seven of eight rows (a little below scratch on three), so ``block`` stays the
-strategy for such a source. No data-free rule measured so far tells a target's side in advance.
+ResNet-56, a narrow source that fills 2-14% of each lifted tensor, its whole-tensor factors are
+1.01-1.08x at the median, so it lifts little and ends below ``block`` on seven of eight rows (a little
+below scratch on three); ``block`` stays the strategy for such a source. No data-free rule measured so
+far tells a target's side in advance. The factor is measured over the whole written tensor, init part
+included; ``block-initscale-written`` (below) measures the source's slice alone.
 
 * Pairing and tensor rules: ``block``'s.
 * For a chain layer whose output goes straight into a BatchNorm: the written weight is scaled up to the
