@@ -23,6 +23,12 @@ from typing import Any
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# The quality benchmark's staged data and weights (../shared, or $HMT_SHARED): tests that run it skip without.
+SHARED = Path(os.environ.get("HMT_SHARED") or REPO.parent / "shared")
+needs_shared = pytest.mark.skipif(
+    not (SHARED / "data" / "cifar10_jpeg.npz").exists() or not (SHARED / "weights").is_dir(),
+    reason=f"the benchmark's data and weights are not staged in {SHARED}",
+)
 TMP_GLOB = ".*.hmt-tmp"  # hmt_cli.io.TMP_SUFFIX: every temp file hmt creates
 WIDTH = "120"  # a pinned terminal width keeps Rich's tables (and any line wrapping) reproducible
 

@@ -15,9 +15,8 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import REPO, SHARED, needs_shared
 
-REPO = Path(__file__).resolve().parents[1]
-SHARED = Path(os.environ.get("HMT_SHARED") or REPO.parent / "shared")
 RUN_KEYS = {
     "arm",
     "dataset",
@@ -35,10 +34,7 @@ RUN_KEYS = {
 }
 
 pytest.importorskip("yaml", reason="the quality benchmark reads configs/bench/*.yaml (pip install pyyaml)")
-pytestmark = pytest.mark.skipif(
-    not (SHARED / "data" / "cifar10_jpeg.npz").exists() or not (SHARED / "weights").is_dir(),
-    reason=f"the benchmark's data and weights are not staged in {SHARED}",
-)
+pytestmark = needs_shared
 
 
 def _run_smoke(out: Path, *extra: str) -> subprocess.CompletedProcess[str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from conftest import plan_for
+from conftest import needs_shared, plan_for
 
 from hmt_cli.match import STRATEGIES, names
 from hmt_cli.match.block import residual_blocks
@@ -155,6 +155,7 @@ def test_variants_are_not_registered_in_hmt_itself() -> None:
     assert "centre_balanced" not in RULES  # the fixtures restored the registries
 
 
+@needs_shared  # it runs the benchmark's smoke profile
 def test_strategy_module_reaches_the_shards(tmp_path: Path) -> None:
     cmd = [sys.executable, str(ROOT / "benchmarks" / "quality.py"), "--profile", "smoke", "--out", str(tmp_path),
            "--config", str(ROOT / "configs" / "bench" / "arm2.yaml"), "--workers", "2",
