@@ -58,8 +58,11 @@ def _std(t: torch.Tensor) -> float:
 # Scale kinds measured against the init, by this. The init's size is always its whole tensor's std.
 _MEASURES = {"init_std": _std, "init_std_up": _std, "init_std_up_written": _std}
 # Scale kinds that only ever scale up, by how the measured factor becomes the applied one.
-_UP: dict[str, Callable[[float], float]] = {"init_std_up": lambda factor: max(factor, 1.0),
-                                            "init_std_up_written": lambda factor: max(factor, 1.0)}
+def _up_only(factor: float) -> float:
+    return max(factor, 1.0)
+
+
+_UP: dict[str, Callable[[float], float]] = {"init_std_up": _up_only, "init_std_up_written": _up_only}
 # Scale kinds measured on, and applied to, only the elements the rule wrote from the source (and the
 # followers of their layers likewise): where a narrow source fills a slice of a wider tensor, the rest
 # is the target's own init, already at its scale, and would otherwise dominate the measured std.

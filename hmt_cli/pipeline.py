@@ -316,7 +316,6 @@ def transfer(opts: TransferOptions, progress: Callable[[str, int, int], None] | 
     report_progress = (lambda step: progress("transfer", step, len(plan.ops))) if progress else None
     written = apply_plan(plan, source, state, device, report_progress, keep_regions=region_keys(plan))
     reverted = rescale(plan, sizes, state, written.regions)
-    from_source = written.from_source
     init.restore(state, reverted)
     signals, fallback = _signal(policy, model, state, ref, plan, tgt, paths, init) if ref is not None else ([], [])
     del model
@@ -329,8 +328,8 @@ def transfer(opts: TransferOptions, progress: Callable[[str, int, int], None] | 
     identity = source.identity
     assert opts.out is not None
     write_safetensors(state, opts.out, _metadata(opts, identity, plan, str(dtype).removeprefix("torch.")))
-    return TransferReport(**common, **_written(tgt, plan, kept, from_source), dtype=str(dtype).removeprefix("torch."),
-                          src_weights=identity,
+    return TransferReport(**common, **_written(tgt, plan, kept, written.from_source),
+                          dtype=str(dtype).removeprefix("torch."), src_weights=identity,
                           out=str(opts.out), seconds=time.perf_counter() - start, warnings=tuple(warnings),
                           signal=tuple(signals), fallback=tuple(fallback))
 

@@ -58,11 +58,17 @@ class TransferReport:
     def frac_params_written(self) -> float:
         return self.params_written / self.params_total if self.params_total else 0.0
 
+    @property
+    def frac_params_from_source(self) -> float | None:
+        if self.params_from_source is None:
+            return None
+        return self.params_from_source / self.params_total if self.params_total else 0.0
+
     def to_dict(self) -> dict[str, Any]:
         data = asdict(self)
         data["frac_params_written"] = round(self.frac_params_written, 6)
-        data["frac_params_from_source"] = (None if self.params_from_source is None or not self.params_total
-                                           else round(self.params_from_source / self.params_total, 6))
+        frac = self.frac_params_from_source
+        data["frac_params_from_source"] = None if frac is None else round(frac, 6)
         data["rows"] = [asdict(r) for r in self.rows]
         data["tensors"] = list(self.tensors)
         data["skipped"] = [{"tgt_key": k, "reason": why} for k, why in self.skipped]
@@ -125,9 +131,10 @@ def render_transfer(report: TransferReport) -> list[Any]:
     summary.add_row("params written", f"{report.params_written:,} of {report.params_total:,} "
                                       f"({100 * report.frac_params_written:.1f}%); the rest keeps the "
                                       f"target's init (seed {report.seed})")
-    if report.params_from_source is not None and report.params_from_source < report.params_written:
-        summary.add_row("source values", f"{report.params_from_source:,} of the written "
-                                         f"({100 * report.params_from_source / report.params_total:.1f}% of all); a "
+    from_source, frac = report.params_from_source, report.frac_params_from_source
+    if from_source is not None and frac is not None and from_source < report.params_written:
+        summary.add_row("source values", f"{from_source:,} of the written "
+                                         f"({100 * frac:.1f}% of all); a "
                                          "tensor wider than its source keeps its init around the source's slice")
     if report.coverage:
         parts = [f"{role} {v['written'] / v['params']:.0%} of {v['params']:,}"

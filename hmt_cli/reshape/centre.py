@@ -26,28 +26,30 @@ def centre_slices(src: int, tgt: int) -> tuple[slice, slice]:
     return slice(0, src), slice(start, start + src)
 
 
+def _overlap(x: torch.Tensor, tgt: tuple[int, ...]) -> tuple[torch.Tensor, list[tuple[slice, slice]]]:
+    """``x`` at ``tgt``'s rank (weights through :func:`adapt_rank`: linear <-> 1x1 conv, centre taps) and,
+    per axis, the (source, target) slices of their centred overlap."""
+    y = adapt_rank(x, len(tgt)) if x.dim() >= 2 and len(tgt) >= 2 else x
+    if y.dim() != len(tgt):
+        raise ValueError(f"centre: cannot map {tuple(x.shape)} onto {tgt}")
+    return y, [centre_slices(a, b) for a, b in zip(y.shape, tgt, strict=True)]
+
+
 def centre_region(src: tuple[int, ...], tgt: tuple[int, ...]) -> tuple[slice, ...] | None:
     """The box of a ``tgt``-shaped tensor that :func:`centre_into` fills from a ``src``-shaped source (the
     rest keeps the init); None when that is the whole tensor (no axis of the target is the wider)."""
-    x = torch.empty(src, device="meta")  # shapes only: adapt_rank's centre taps without the data
-    x = adapt_rank(x, len(tgt)) if x.dim() >= 2 and len(tgt) >= 2 else x
-    if x.dim() != len(tgt):
-        raise ValueError(f"centre: cannot map {src} onto {tgt}")
+    x, pairs = _overlap(torch.empty(src, device="meta"), tgt)  # shapes only: the centre taps without data
     if all(a >= b for a, b in zip(x.shape, tgt, strict=True)):
         return None
-    return tuple(t for _, t in (centre_slices(a, b) for a, b in zip(x.shape, tgt, strict=True)))
+    return tuple(t for _, t in pairs)
 
 
 def centre_into(src: torch.Tensor, base: torch.Tensor) -> torch.Tensor:
     """A copy of ``base`` (the target's init) with the centred overlap of ``src`` written into it.
 
-    Weights of different rank meet through :func:`adapt_rank` (linear <-> 1x1 conv, centre taps).
     The result has ``base``'s shape, ``src``'s dtype and device.
     """
-    x = adapt_rank(src, base.dim()) if src.dim() >= 2 and base.dim() >= 2 else src
-    if x.dim() != base.dim():
-        raise ValueError(f"centre: cannot map {tuple(src.shape)} onto {tuple(base.shape)}")
-    pairs = [centre_slices(a, b) for a, b in zip(x.shape, base.shape, strict=True)]
+    x, pairs = _overlap(src, tuple(base.shape))
     out = base.to(device=x.device, dtype=x.dtype, copy=True)
     out[tuple(t for _, t in pairs)] = x[tuple(s for s, _ in pairs)]
     return out
