@@ -63,6 +63,10 @@ class InitResult:
     model: nn.Module
     frac_params_written: float | None
     details: Mapping[str, Any]
+    # Of the target's parameters, the fraction that holds source values. Below frac_params_written when a
+    # rule pads a narrower source with the target's init inside a written tensor (hmt's centre rule);
+    # DPIAT and upper write source values only. None when the init cannot tell.
+    frac_params_from_source: float | None = None
 
 
 def create_target(target: TargetSpec, num_classes: int, seed: int) -> nn.Module:
@@ -207,7 +211,7 @@ def hmt_init(
         report = transfer(opts)
         model = create_target(target, num_classes, seed)
         model.load_state_dict(load_file(str(out)), strict=True)
-    return InitResult(model, float(report.frac_params_written), _scalars(report))
+    return InitResult(model, float(report.frac_params_written), _scalars(report), report.frac_params_from_source)
 
 
 def dpiat_init(source_model: nn.Module, target: TargetSpec, num_classes: int, seed: int) -> InitResult:
@@ -225,7 +229,9 @@ def dpiat_init(source_model: nn.Module, target: TargetSpec, num_classes: int, se
         for n, p in model.named_parameters()
         if n.startswith(_head_prefix(model) + ".")
     )
-    return InitResult(model, (changed - head_changed) / total, details)
+    # Every element DPIAT changes is a source value it copied (crop/pad leaves the rest as it was).
+    frac = (changed - head_changed) / total
+    return InitResult(model, frac, details, frac)
 
 
 def upper_init(pretrained: Path, target: TargetSpec, num_classes: int, seed: int) -> InitResult:
@@ -240,4 +246,5 @@ def upper_init(pretrained: Path, target: TargetSpec, num_classes: int, seed: int
             f"pre-trained {target.name} does not match: missing {missing}, unexpected {unexpected}"
         )
     total = sum(p.numel() for p in model.parameters())
-    return InitResult(model, (total - _head_numel(model)) / total, {"pretrained": pretrained.name})
+    frac = (total - _head_numel(model)) / total
+    return InitResult(model, frac, {"pretrained": pretrained.name}, frac)

@@ -34,6 +34,7 @@ class Group:
     early_mean: float | None
     early_std: float | None
     frac_written: float | None
+    frac_source: float | None = None  # of the parameters, the fraction holding source values
     gain: float | None = None  # mean over paired seeds of final - scratch's final (fraction)
     recovery: float | None = None  # gain / (upper - scratch), each paired by seed
     gain_seeds: int = 0  # seeds the gain is paired over: fewer than n when a budget cut left scratch short
@@ -75,7 +76,8 @@ def summarize(runs: Iterable[Mapping[str, Any]]) -> list[Group]:
         final_mean, final_std = _mean_std([r["acc_final"] for r in rows])
         early_mean, early_std = _mean_std([r.get("acc_early") for r in rows])
         frac, _ = _mean_std([r.get("frac_params_written") for r in rows])
-        base[key] = Group(*key, len(rows), final_mean or 0.0, final_std, early_mean, early_std, frac)
+        source, _ = _mean_std([r.get("frac_params_from_source") for r in rows])  # absent in older results
+        base[key] = Group(*key, len(rows), final_mean or 0.0, final_std, early_mean, early_std, frac, source)
     out = []
     for (arm, ds, tgt, init), g in base.items():
         scratch = buckets.get((arm, ds, tgt, "scratch"), [])
@@ -100,18 +102,20 @@ def _signed(value: float | None) -> str:
 def _detail_table(groups: Sequence[Group], early_epoch: Any) -> list[str]:
     lines = [
         f"| target | init | seeds | final acc % | early acc % (epoch {early_epoch}) | gain vs scratch (pts) "
-        "| recovery | params written |",
-        "|---|---|---|---|---|---|---|---|",
+        "| recovery | params written | source values |",
+        "|---|---|---|---|---|---|---|---|---|",
     ]
     for g in groups:
         recovery = "—" if g.recovery is None else f"{g.recovery:.2f}"
-        written = "—" if g.frac_written is None else f"{100 * g.frac_written:.1f}%"
+        written, source = (
+            "—" if frac is None else f"{100 * frac:.1f}%" for frac in (g.frac_written, g.frac_source)
+        )
         gain = _signed(g.gain if g.init != "scratch" else None)
         if g.init != "scratch" and g.gain is not None and g.gain_seeds < g.n:
             gain += f" ({g.gain_seeds} paired)"  # a budget cut left scratch without some of these seeds
         lines.append(
             f"| {g.target} | {g.init} | {g.n} | {_pct(g.final_mean, g.final_std)} | "
-            f"{_pct(g.early_mean, g.early_std)} | {gain} | {recovery} | {written} |"
+            f"{_pct(g.early_mean, g.early_std)} | {gain} | {recovery} | {written} | {source} |"
         )
     return lines
 
@@ -151,7 +155,9 @@ def render_markdown(results: Mapping[str, Any]) -> str:
         "paired by seed (over the seeds both finished; '(k paired)' when that is fewer than the init's), "
         "*recovery* = (init - scratch) / (upper - scratch), *params written* = fraction of the target's "
         "parameters the init wrote (hmt: `TransferReport.frac_params_written`; dpiat: elements it changed; "
-        "upper: everything but the head).",
+        "upper: everything but the head), *source values* = the fraction of them that holds the source's "
+        "values (below *params written* where a narrower source sits inside the target's init, as hmt's "
+        "centre rule pads it; '—' in results from before it was recorded).",
     ]
     for arm, arm_cfg in cfg.get("arms", {}).items():
         lines += ["", f"## {arm}: {arm_cfg.get('description', '')}", ""]

@@ -390,7 +390,7 @@ class Runner:
 
     def make_init(self, init: str, target: TargetSpec, num_classes: int, seed: int) -> InitResult:
         if init == "scratch":
-            return InitResult(create_target(target, num_classes, seed), 0.0, {})
+            return InitResult(create_target(target, num_classes, seed), 0.0, {}, 0.0)
         if init == "dpiat":
             return dpiat_init(self.source_model(), target, num_classes, seed)
         if init == "upper":
@@ -500,6 +500,7 @@ class Runner:
             "early_epoch": early,
             "epochs": result.epochs_done,
             "frac_params_written": built.frac_params_written,
+            "frac_params_from_source": built.frac_params_from_source,
             "curve": [[e, round(a, 5)] for e, a in result.curve],
             "init_s": round(init_s, 2),
             "train_s": result.train_s,

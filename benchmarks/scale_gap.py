@@ -60,10 +60,11 @@ def factors(src: str, weights: Path, tgt: str, num_classes: int, tmp: Path, stra
     return rows
 
 
-def written_gaps(src: str, weights: Path, tgt: str, num_classes: int, tmp: Path
+def written_gaps(src: str, weights: Path, tgt: str, num_classes: int, tmp: Path, block_file: Path | None = None
                  ) -> list[tuple[str, float, float, int]]:
     """(weight key, fraction of its elements holding source values, init std / std of those, numel) for
-    every weight ``block-initscale`` lifts (those behind a BatchNorm), from ``block``'s transfer at seed 0."""
+    every weight ``block-initscale`` lifts (those behind a BatchNorm), from ``block``'s transfer at seed 0
+    (``block_file``: that transfer's output when the caller already ran it, as :func:`factors` does)."""
     import torch
     from safetensors.torch import load_file
 
@@ -77,8 +78,9 @@ def written_gaps(src: str, weights: Path, tgt: str, num_classes: int, tmp: Path
                                         force=True, device="cpu", dry_run=dry_run))
 
     lifted = [r["key"] for r in run("block-initscale", True).tensors if r.get("scale") == "init_std_up"]
-    run("block", False)
-    out = load_file(tmp / "block.safetensors")
+    if block_file is None:
+        run("block", False)
+    out = load_file(block_file or tmp / "block.safetensors")
     torch.manual_seed(0)  # the transfer's --seed 0: the init it wrote into
     init = build_model(resolve_model(tgt), device="cpu", num_classes=num_classes).state_dict()
     rows = []
@@ -158,8 +160,9 @@ def main(argv: list[str] | None = None) -> int:
         for tgt in args.targets.split(","):
             rows = factors(args.src, args.src_weights, tgt, args.num_classes, Path(tmp), args.strategy)
             results.append(summary(tgt, rows))
+            block_file = Path(tmp) / "block.safetensors"  # what factors() just wrote for this target
             slices.append(written_summary(tgt, written_gaps(args.src, args.src_weights, tgt, args.num_classes,
-                                                             Path(tmp))))
+                                                             Path(tmp), block_file)))
     title = f"{args.strategy} over block: weight std factors, source {args.src} ({args.src_weights.name})"
     md = table(results, title) + "\n" + written_table(slices)
     print(md)

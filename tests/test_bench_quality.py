@@ -99,9 +99,16 @@ def test_every_arm_has_scratch_and_paper(smoke: tuple[Path, subprocess.Completed
         inits = {r["init"] for r in runs if r["arm"] == arm}
         assert {"scratch", "paper"} <= inits, (arm, inits)
     scratch = [r for r in runs if r["init"] == "scratch"]
-    assert all(r["frac_params_written"] == 0.0 for r in scratch)
+    assert all(r["frac_params_written"] == 0.0 == r["frac_params_from_source"] for r in scratch)
     paper = [r for r in runs if r["init"] == "paper"]
     assert all(r["frac_params_written"] > 0.0 for r in paper)
+    # paper stacks the source cyclically over the whole tensor: every written value is a source value
+    assert all(r["frac_params_from_source"] == pytest.approx(r["frac_params_written"]) for r in paper)
+    upper = [r for r in runs if r["init"] == "upper"]
+    assert all(r["frac_params_from_source"] == r["frac_params_written"] > 0.9 for r in upper)
+    # block pads arm 2's narrow ResNet-56 (16-64 channels) inside wider test_resnet layers' init
+    block2 = [r for r in runs if r["init"] == "block" and r["arm"] == "arm2"]
+    assert block2 and all(0 < r["frac_params_from_source"] < r["frac_params_written"] for r in block2)
     # arm 1 pre-trains the target itself on the source's task: the ceiling a transfer is measured against
     assert any(r["init"] == "upper" for r in runs if r["arm"] == "arm1")
 
@@ -117,7 +124,7 @@ def test_results_md_tables(smoke: tuple[Path, subprocess.CompletedProcess[str]])
     md = (smoke[0] / "results.md").read_text()
     assert "## arm1" in md and "## arm2" in md
     assert "| target | init | seeds | final acc % |" in md
-    assert "gain vs scratch" in md and "recovery" in md and "params written" in md
+    assert "gain vs scratch" in md and "recovery" in md and "params written" in md and "source values" in md
     assert "Profile drops:" in md
 
 

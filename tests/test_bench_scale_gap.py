@@ -51,6 +51,9 @@ def test_written_gaps_measure_the_source_slice_which_the_whole_tensor_factor_und
     weights = save_state(_small_kernels("test_resnet"), tmp_path / "src.safetensors")
     rows = scale_gap.written_gaps("test_resnet", weights, "test_efficientnet", 10, tmp_path)
     whole = {k: f for k, f, _ in scale_gap.factors("test_resnet", weights, "test_efficientnet", 10, tmp_path)}
+    # main() hands over the block transfer factors() just wrote instead of running it again: same rows
+    assert scale_gap.written_gaps("test_resnet", weights, "test_efficientnet", 10, tmp_path,
+                                  tmp_path / "block.safetensors") == rows
     init = timm_state("test_efficientnet", seed=0, num_classes=10)
     block = _block(weights, tmp_path)
     assert rows and {k for k, *_ in rows} <= set(whole)
