@@ -12,8 +12,15 @@ columns included), with the bias alike. A BatchNorm behind the layer divides a p
 so the start computes ``block``'s function, with the source's values at the init's scale.
 
 Exploratory (2026-11-28): tried after seeing ``-written`` gain +9.4 over ``block-initscale`` on arm-1
-efficientnet_b0 and lose 1.2 on regnety_016 (docs/quality.md). Registers its scale kind by wrapping
-``hmt_cli.health.rescale`` (the pipeline looks it up at call time): a variant, not a shipped rule.
+efficientnet_b0 and lose 1.2 on regnety_016 (docs/quality.md). Measured on arm 1 (trained CPU source,
+protocol settings on the CPU, seeds 0-5; ``benchmarks/results/quality-full-cpu/more-seeds-2026-11-28/``):
+efficientnet_b0 38.8 (``block-initscale`` 33.0, ``-written`` 42.4), mobilenetv3_large_100 44.9 (49.8,
+50.5), regnety_016 48.5 (50.2, 49.1). It keeps part of ``-written``'s efficientnet gain, loses on
+mobilenetv3, and costs regnety_016 as much as ``-written`` does: that loss is the slice's lift, not the
+changed function. Not adopted.
+
+Registers its scale kind by wrapping ``hmt_cli.health.rescale`` (the pipeline looks it up at call time):
+a variant, not a shipped rule.
 """
 
 from __future__ import annotations
