@@ -67,6 +67,10 @@ _UP: dict[str, Callable[[float], float]] = {"init_std_up": _up_only, "init_std_u
 # followers of their layers likewise): where a narrow source fills a slice of a wider tensor, the rest
 # is the target's own init, already at its scale, and would otherwise dominate the measured std.
 _WRITTEN = {"init_std_up_written"}
+# Scale kinds measured on the written region but applied to more of the tensor, by how the measured region
+# becomes the applied one. None shipped; it is the hook a benchmark variant registers its kind in, as in
+# ``_UP`` (benchmarks/variants/rows.py: whole output channels).
+_APPLIED: dict[str, Callable[[tuple[slice, ...]], tuple[slice, ...]]] = {}
 _FOLLOWERS = {"layer"}  # scale kinds that reuse their layer's factor
 
 
@@ -120,7 +124,7 @@ def rescale(plan: TransferPlan, sizes: Mapping[str, float], state: MutableMappin
         if factor is None:
             revert.append(op.tgt_key)
         else:
-            _multiply(out, factor, region)
+            _multiply(out, factor, region if region is None or op.scale not in _APPLIED else _APPLIED[op.scale](region))
     for op in (op for op in plan.ops if op.scale in _FOLLOWERS):
         factor = factors.get(op.tgt_layer)
         if factor is None:

@@ -185,19 +185,53 @@ def test_dpiat_map_reads_dpiats_block_pairing_off_the_weights() -> None:
     assert mapping["layer2.0.conv3"] == ["layer2.0.downsample.0"]
 
 
-@pytest.fixture
-def lift() -> Iterator[ModuleType]:
+def _registered_scales(module: str) -> Iterator[ModuleType]:
+    """A variants module that adds scale kinds to hmt_cli's tables, registered for one test: its kinds are
+    taken out of the tables again after it."""
     import hmt_cli.match.base as base
     from hmt_cli import health
 
-    saved = base.SCALES, dict(health._MEASURES), dict(health._UP)
+    tables = (health._MEASURES, health._UP, health._WRITTEN, health._APPLIED)
+    saved = base.SCALES, [type(t)(t) for t in tables]
     try:
-        yield from _registered("benchmarks.variants.lift")
-    finally:  # the module adds its scale kind to hmt_cli's tables: take it out again
+        yield from _registered(module)
+    finally:
         base.SCALES = saved[0]
-        for table, before in zip((health._MEASURES, health._UP), saved[1:], strict=True):
+        for table, before in zip(tables, saved[1], strict=True):
             table.clear()
             table.update(before)
+
+
+@pytest.fixture
+def lift() -> Iterator[ModuleType]:
+    yield from _registered_scales("benchmarks.variants.lift")
+
+
+@pytest.fixture
+def rows() -> Iterator[ModuleType]:
+    yield from _registered_scales("benchmarks.variants.rows")
+
+
+def test_rows_lift_is_measured_on_the_source_box_and_applied_to_its_whole_output_channels(rows: ModuleType) -> None:
+    import torch
+
+    from hmt_cli import health
+    from hmt_cli.match import TensorOp
+    from hmt_cli.plan import TransferPlan
+
+    ops = tuple(TensorOp(key, key, "centre", (2, 4), (1, 2), "a", "a", scale=scale)
+                for key, scale in (("a.weight", rows.ROWS), ("a.bias", "layer")))
+    plan = TransferPlan("t", "s", "t", 1, 1, (), ops, ())
+    # Output channel 0 holds the source (+-1) in inputs 0-1 and the init (+-8) in inputs 2-3; channel 1 is init.
+    weight = torch.tensor([[1.0, -1.0, 8.0, -8.0], [8.0, -8.0, 8.0, -8.0]])
+    state = {"a.weight": weight.clone(), "a.bias": torch.tensor([0.5, 3.0])}
+    regions = {"a.weight": (slice(0, 1), slice(0, 2)), "a.bias": (slice(0, 1),)}
+    sizes = {"a.weight": 4.0 * float(torch.std(torch.tensor([1.0, -1.0])))}  # the init's std: 4x the source's
+    assert health.region_keys(plan) == {"a.weight", "a.bias"}
+    assert health.rescale(plan, sizes, state, regions) == []
+    # The whole of channel 0 by the source's 4x (a per-channel factor a BatchNorm divides out), channel 1 untouched.
+    assert torch.equal(state["a.weight"], torch.tensor([[4.0, -4.0, 32.0, -32.0], [8.0, -8.0, 8.0, -8.0]]))
+    assert torch.equal(state["a.bias"], torch.tensor([2.0, 3.0]))
 
 
 @pytest.mark.parametrize(("strategy", "partial"), [

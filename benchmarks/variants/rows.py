@@ -19,23 +19,20 @@ efficientnet_b0 38.8 (``block-initscale`` 33.0, ``-written`` 42.4), mobilenetv3_
 mobilenetv3, and costs regnety_016 as much as ``-written`` does: that loss is the slice's lift, not the
 changed function. Not adopted.
 
-Registers its scale kind by wrapping ``hmt_cli.health.rescale`` (the pipeline looks it up at call time):
-a variant, not a shipped rule.
+It registers its scale kind in ``hmt_cli``'s private tables (a variant, not a shipped rule): measured as
+``init_std_up_written``, applied through ``health._APPLIED`` to the rows of the measured box. A layer's
+bias follows on its own written region, which is those output channels already.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping
 from dataclasses import replace
-
-import torch
 
 import hmt_cli.match.base as base
 from hmt_cli import health
 from hmt_cli.graph import LayerGraph
 from hmt_cli.match import STRATEGIES, LayerPair, TensorOp, names
 from hmt_cli.match.initscale import BlockInitScaleStrategy
-from hmt_cli.plan import TransferPlan
 
 __all__ = ["BlockInitScaleRows", "ROWS"]
 
@@ -44,44 +41,8 @@ if ROWS not in base.SCALES:
     base.SCALES = (*base.SCALES, ROWS)
     health._MEASURES[ROWS] = health._MEASURES["init_std_up_written"]
     health._UP[ROWS] = health._UP["init_std_up_written"]
-    health._WRITTEN.add(ROWS)  # so region_keys() asks apply_plan for this kind's regions too
-
-
-def _rows(region: tuple[slice, ...] | None) -> tuple[slice, ...] | None:
-    """The box's output channels, every input channel and kernel position."""
-    return None if region is None else region[:1]
-
-
-def rescale_rows(plan: TransferPlan, sizes: Mapping[str, float], state: MutableMapping[str, torch.Tensor],
-                 regions: Mapping[str, tuple[slice, ...]] | None = None) -> list[str]:
-    """``health.rescale``, with the ``ROWS`` ops (and their layers' followers) handled here first."""
-    regions = regions or {}
-    mine = {op.tgt_layer for op in plan.ops if op.scale == ROWS}
-    revert: list[str] = []
-    factors: dict[str, float | None] = {}
-    for op in (op for op in plan.ops if op.scale == ROWS):
-        out, region = state[op.tgt_key], regions.get(op.tgt_key)
-        size = health._std(out if region is None else out[region])
-        ok = sizes[op.tgt_key] > 0.0 and size > 0.0 and torch.isfinite(torch.tensor(size)).item()
-        factor = health._up_only(sizes[op.tgt_key] / size) if ok else None
-        factors[op.tgt_layer] = factor
-        if factor is None:
-            revert.append(op.tgt_key)
-        else:
-            health._multiply(out, factor, _rows(region))
-    for op in (op for op in plan.ops if op.scale in health._FOLLOWERS and op.tgt_layer in mine):
-        factor = factors.get(op.tgt_layer)
-        if factor is None:
-            revert.append(op.tgt_key)
-        else:  # a bias's written region is its layer's output channels: the rows above
-            health._multiply(state[op.tgt_key], factor, _rows(regions.get(op.tgt_key)))
-    rest = tuple(op for op in plan.ops if op.tgt_layer not in mine or op.scale not in (ROWS, *health._FOLLOWERS))
-    return revert + _ORIGINAL(replace(plan, ops=rest), sizes, state, regions)
-
-
-_ORIGINAL = health.rescale
-if getattr(health.rescale, "__name__", "") != "rescale_rows":
-    health.rescale = rescale_rows
+    health._WRITTEN.add(ROWS)  # measured on the source's values; region_keys() asks apply_plan for them
+    health._APPLIED[ROWS] = lambda region: region[:1]  # the box's output channels, every input and tap
 
 
 class BlockInitScaleRows(BlockInitScaleStrategy):
