@@ -6,7 +6,7 @@ channels, and the target's random init over every other input channel. From arm 
 channels into timm targets of 16-1,280), the source fills 2-14% of a lifted tensor, so the random part
 dominates each such channel's pre-activation and the source's features do not survive past a layer or two.
 Yet the knowledge is there: the ResNet-56 itself, copied, gains +8.2 points over its scratch on arm 2's
-Fashion-MNIST, where the cross-architecture transfers gain −0.3 to +2.3 (docs/quality.md, "The ceiling").
+Fashion-MNIST, where the cross-architecture transfers gain -0.3 to +2.3 (docs/quality.md, "The ceiling").
 
 Here every output channel that holds source values reads *only* source values: after ``centre`` writes the
 box, the rest of those output channels (the other input channels, and a larger kernel's outer taps) is set to
