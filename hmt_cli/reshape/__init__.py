@@ -10,7 +10,7 @@ from collections.abc import Callable
 
 import torch
 
-from .centre import centre_into, centre_region, diagonal_kernels
+from .centre import centre_into, centre_region, diagonal_kernels, isolate_rows
 from .cyclic import cyclic_stack
 from .grouped import check_grouped, grouped_map
 from .kernel import adapt_rank, resize_kernel
@@ -117,13 +117,17 @@ def _tokens(src: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
 
 
 def check_centre(src: tuple[int, ...], tgt: tuple[int, ...], diagonal: int = 0, keep_zero: int = 0,
-                 scale_permille: int = 1000) -> None:
+                 scale_permille: int = 1000, isolate: int = 0) -> None:
     """``diagonal=1``: a full conv source into a depthwise target, through the source's diagonal kernels.
     ``keep_zero=1``: an all-zero source (a norm gain timm zero-initialized and nobody trained) leaves the
     target's init as it is. ``scale_permille``: the source values are multiplied by this / 1000 before
-    they are written (the part kept from the target's init is not)."""
-    if diagonal not in (0, 1) or keep_zero not in (0, 1):
-        raise RuleError(f"centre: diagonal and keep_zero must be 0 or 1, got {diagonal}, {keep_zero}")
+    they are written (the part kept from the target's init is not). ``isolate=1`` (weights only): the
+    output channels holding source values are zero outside the source's box (:func:`isolate_rows`)."""
+    if diagonal not in (0, 1) or keep_zero not in (0, 1) or isolate not in (0, 1):
+        raise RuleError(f"centre: diagonal, keep_zero and isolate must be 0 or 1, got {diagonal}, {keep_zero}, "
+                        f"{isolate}")
+    if isolate and len(tgt) < 2:
+        raise RuleError(f"centre with isolate needs a weight of rank >= 2, got {src} -> {tgt}")
     if not 0 < scale_permille <= 100_000:
         raise RuleError(f"centre: scale_permille must be in 1..100000, got {scale_permille}")
     if diagonal and not (len(src) == len(tgt) and 3 <= len(src) <= 5 and tgt[1] == 1):
@@ -141,7 +145,7 @@ def _zero_kept(src: torch.Tensor, keep_zero: int) -> bool:
 
 
 def _centre_region(src: torch.Tensor, shape: tuple[int, ...], diagonal: int = 0, keep_zero: int = 0,
-                   scale_permille: int = 1000) -> tuple[slice, ...] | None:
+                   scale_permille: int = 1000, isolate: int = 0) -> tuple[slice, ...] | None:
     """Where :func:`centre` (same arguments) puts source values: shapes only, but for ``keep_zero``'s test."""
     if _zero_kept(src, keep_zero):
         return tuple(slice(0, 0) for _ in shape)  # it wrote the init back
@@ -150,14 +154,15 @@ def _centre_region(src: torch.Tensor, shape: tuple[int, ...], diagonal: int = 0,
 
 
 def centre(src: torch.Tensor, shape: tuple[int, ...], base: torch.Tensor | None = None,
-           diagonal: int = 0, keep_zero: int = 0, scale_permille: int = 1000) -> torch.Tensor:
+           diagonal: int = 0, keep_zero: int = 0, scale_permille: int = 1000, isolate: int = 0) -> torch.Tensor:
     if base is None or tuple(base.shape) != tuple(shape):
         raise RuleError(f"centre writes into the target's init of shape {shape}; got none or another shape")
     if _zero_kept(src, keep_zero):
         return base.to(device=src.device, dtype=src.dtype, copy=True)
-    if scale_permille != 1000:
-        src = src * (scale_permille / 1000)
-    return centre_into(diagonal_kernels(src) if diagonal else src, base)
+    written = diagonal_kernels(src) if diagonal else src
+    out = centre_into(written * (scale_permille / 1000) if scale_permille != 1000 else written, base)
+    region = centre_region(tuple(written.shape), tuple(shape)) if isolate else None
+    return out if region is None else isolate_rows(out, region)
 
 
 # Shape-only preconditions, so plans validate without touching (even meta) tensors.

@@ -14,7 +14,7 @@ import torch
 
 from .kernel import adapt_rank
 
-__all__ = ["centre_into", "centre_region", "centre_slices", "diagonal_kernels"]
+__all__ = ["centre_into", "centre_region", "centre_slices", "diagonal_kernels", "isolate_rows"]
 
 
 def centre_slices(src: int, tgt: int) -> tuple[slice, slice]:
@@ -64,3 +64,19 @@ def diagonal_kernels(w: torch.Tensor) -> torch.Tensor:
     n = min(w.shape[0], w.shape[1])
     idx = torch.arange(n, device=w.device)
     return w[idx, idx].unsqueeze(1)
+
+
+def isolate_rows(out: torch.Tensor, region: tuple[slice, ...]) -> torch.Tensor:
+    """``out`` with every output channel (axis 0) of ``region`` zero outside ``region``, in place.
+
+    Centre padding along the input axis leaves an output channel holding source values summing two parts:
+    the source's filter over the source's channels and the target's random init over every other input
+    (and a larger kernel's outer taps). From a much narrower source the random part dominates and the
+    source's features drown; zeroed, the source's channels read only source channels: a sub-network of the
+    target. Every other output channel keeps its init and reads all inputs, so no channel starts dead.
+    """
+    rows = out[region[0]]  # a view
+    box = rows[(slice(None), *region[1:])].clone()
+    rows.zero_()
+    rows[(slice(None), *region[1:])] = box
+    return out

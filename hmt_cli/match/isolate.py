@@ -1,0 +1,48 @@
+"""``block-initscale-isolate``: ``block-initscale``, a narrower source written as a sub-network of the target.
+
+Why: ``centre`` (under ``block``) puts a source narrower than its target in the middle of the target's own
+init. Along the *input* axis that leaves each output channel holding source values summing the source's
+filter over the source's channels and the target's random init over every other input channel (and a
+larger kernel's outer taps). From a much narrower source the random part dominates: arm 2's CIFAR
+ResNet-56 (16-64 channels) fills 2-14% of each lifted tensor of the timm targets, and there the transfers
+gained -0.3 to +2.3 points over scratch on Fashion-MNIST where the same checkpoint copied into its own
+architecture gains +8.2 (docs/quality.md, "The ceiling").
+
+* The rule: each weight of rank >= 2 that ``block-initscale`` writes by ``centre`` takes ``isolate=1``:
+  the output channels holding source values are zero outside the source's box
+  (:func:`~hmt_cli.reshape.centre.isolate_rows`), so they read only source channels. Every other output
+  channel keeps its init and reads all inputs: no channel starts dead, the init's symmetry stays broken.
+  A tensor the source fills whole (or crops) is unchanged, so from a source at least as wide as the
+  target the plan writes ``block-initscale``'s tensors.
+* The lift, biases, norms, running statistics and the signal check: ``block-initscale``'s. The lift's
+  whole-tensor factor is measured on the result, zeros included.
+* Measured (docs/quality.md, "A narrow source written as a sub-network"; protocol settings on the 2-core
+  CPU, not yet the GPU protocol): on arm 2's three rows where ``block-initscale`` is level with scratch,
+  ahead of it on all three (efficientnet_b0 CIFAR-10 +3.6, Fashion-MNIST +1.2, regnety_016 Fashion-MNIST
+  +0.7; 6 seeds).
+"""
+
+from __future__ import annotations
+
+from dataclasses import replace
+
+from ..graph import LayerGraph
+from .base import LayerPair, TensorOp
+from .initscale import BlockInitScaleStrategy
+
+__all__ = ["BlockInitScaleIsolateStrategy", "isolated"]
+
+
+def isolated(ops: list[TensorOp], weight: str) -> list[TensorOp]:
+    """``ops`` with the layer's own ``centre`` weight (rank >= 2) isolated; biases and norms as they are."""
+    return [replace(op, params=(*op.params, ("isolate", 1)))
+            if op.tgt_key == weight and op.rule == "centre" and len(op.tgt_shape) >= 2 else op for op in ops]
+
+
+class BlockInitScaleIsolateStrategy(BlockInitScaleStrategy):
+    name = "block-initscale-isolate"
+    summary = ("block-initscale, each output channel holding a narrower source's values reading only the "
+               "source's channels (a sub-network, not a slice in the init); signal check with fallback")
+
+    def ops(self, pair: LayerPair, src: LayerGraph, tgt: LayerGraph) -> list[TensorOp]:
+        return isolated(super().ops(pair, src, tgt), pair.tgt.weight)

@@ -1,0 +1,91 @@
+"""``block-initscale-isolate``: ``centre``'s ``isolate`` parameter (the output channels holding a narrower
+source's values read only the source's inputs) and the strategy that sets it on ``block-initscale``'s weights."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import invoke_cli, plan_for, save_state, timm_state
+
+from hmt_cli.reshape import RuleError, apply_rule, check_rule
+from hmt_cli.reshape.centre import centre_region
+
+
+def test_isolate_zeroes_the_rest_of_the_source_rows_and_keeps_every_other_row() -> None:
+    # A (2, 2, 1, 1) source into a (4, 4, 3, 3) init of ones: centre puts it at rows 1-2, columns 1-2, the
+    # middle tap. The rest of rows 1-2 (other inputs, outer taps) becomes zero; rows 0 and 3 keep the init.
+    src = torch.arange(1.0, 5.0).reshape(2, 2, 1, 1)
+    base = torch.ones(4, 4, 3, 3)
+    out = apply_rule("centre", src, (4, 4, 3, 3), base, isolate=1)
+    assert torch.equal(out[1:3, 1:3, 1, 1], src[:, :, 0, 0])
+    assert int(torch.count_nonzero(out[1:3])) == 4
+    assert torch.equal(out[[0, 3]], torch.ones(2, 4, 3, 3))
+    assert torch.equal(base, torch.ones(4, 4, 3, 3))  # the init is not written through
+    # Without isolate the same box, the init around it.
+    plain = apply_rule("centre", src, (4, 4, 3, 3), base)
+    assert torch.equal(plain[out != 0], out[out != 0]) and int(torch.count_nonzero(plain)) == 4 * 4 * 9
+    # A source that covers the inputs and the taps (wider, cropped) has nothing to isolate: centre's result.
+    wide = torch.randn(2, 6, 3, 3)
+    assert torch.equal(apply_rule("centre", wide, (4, 4, 3, 3), base, isolate=1), apply_rule("centre", wide,
+                                                                                             (4, 4, 3, 3), base))
+    # With a scale and diagonal kernels (a full conv into a depthwise one) the box is the scaled diagonal.
+    full = torch.randn(2, 2, 3, 3)
+    dw = apply_rule("centre", full, (4, 1, 5, 5), torch.ones(4, 1, 5, 5), diagonal=1, isolate=1,
+                    scale_permille=500)
+    assert torch.equal(dw[1:3, 0, 1:4, 1:4], 0.5 * full[[0, 1], [0, 1]])
+    assert int(torch.count_nonzero(dw[1:3])) == int(torch.count_nonzero(full[[0, 1], [0, 1]]))
+
+
+def test_isolate_is_checked() -> None:
+    with pytest.raises(RuleError, match="rank >= 2"):
+        check_rule("centre", (4,), (8,), isolate=1)
+    with pytest.raises(RuleError, match="must be 0 or 1"):
+        check_rule("centre", (2, 2), (4, 4), isolate=2)
+
+
+def test_the_strategy_isolates_block_initscales_weights_only() -> None:
+    base = {op.tgt_key: op for op in plan_for("block-initscale", "resnet18", "mobilenetv3_large_100").ops}
+    ops = {op.tgt_key: op for op in plan_for("block-initscale-isolate", "resnet18", "mobilenetv3_large_100").ops}
+    assert base.keys() == ops.keys()
+    changed = {k for k in ops if ops[k] != base[k]}
+    assert changed == {k for k, op in base.items() if op.rule == "centre" and len(op.tgt_shape) >= 2
+                       and k.endswith("weight")} and "conv_stem.weight" in changed
+    assert all(ops[k].params == (*base[k].params, ("isolate", 1)) and ops[k].scale == base[k].scale for k in changed)
+
+
+def test_a_narrow_source_is_written_as_a_sub_network(tmp_path: Path) -> None:
+    from safetensors.torch import load_file
+
+    weights = save_state(timm_state("test_resnet", seed=5), tmp_path / "src.safetensors")
+    out = tmp_path / "out.safetensors"
+    run = invoke_cli("transfer", "--src", "test_resnet", "--src-weights", weights, "--tgt", "test_efficientnet",
+                     "--out", out, "--strategy", "block-initscale-isolate", "--seed", 0, "--quiet")
+    assert run.code == 0, run
+    state, init = load_file(str(out)), timm_state("test_efficientnet", seed=0)
+    plan = plan_for("block-initscale-isolate", "test_resnet", "test_efficientnet")
+    checked = 0
+    for op in plan.ops:
+        if ("isolate", 1) not in op.params:
+            continue
+        written = (min(op.src_shape[:2]), 1, *op.src_shape[2:]) if ("diagonal", 1) in op.params else op.src_shape
+        region = centre_region(tuple(written), op.tgt_shape)
+        if region is None:
+            continue
+        w, rows = state[op.tgt_key], region[0]
+        mask = torch.zeros_like(w, dtype=torch.bool)
+        mask[region] = True
+        assert not w[rows][~mask[rows]].any(), op.tgt_key  # source rows: zero outside the box
+        others = torch.ones(w.shape[0], dtype=torch.bool)
+        others[rows] = False
+        # Every other row is the target's init, times the layer's one lift factor (>= 1).
+        if others.any():
+            ratio = w[others] / init[op.tgt_key][others]
+            assert torch.allclose(ratio, ratio.flatten()[0].expand_as(ratio)) and ratio.flatten()[0] >= 1, op.tgt_key
+        checked += int(bool((~mask[rows]).any()))
+    assert checked >= 3  # test_resnet is narrower than test_efficientnet in several layers
+
+    import timm
+
+    timm.create_model("test_efficientnet").load_state_dict(state, strict=True)
