@@ -17,9 +17,11 @@ architecture gains +8.2 (docs/quality.md, "The ceiling").
 * The lift, biases, norms, running statistics and the signal check: ``block-initscale``'s. The lift's
   whole-tensor factor is measured on the result, zeros included.
 * Measured (docs/quality.md, "A narrow source written as a sub-network"; protocol settings on the 2-core
-  CPU, not yet the GPU protocol): on arm 2's three rows where ``block-initscale`` is level with scratch,
-  ahead of it on all three (efficientnet_b0 CIFAR-10 +3.6, Fashion-MNIST +1.2, regnety_016 Fashion-MNIST
-  +0.7; 6 seeds).
+  CPU, not yet the GPU protocol): from arm 2's ResNet-56 ahead of ``block-initscale`` on all five rows
+  measured (efficientnet_b0 CIFAR-10 +4.2 and Fashion-MNIST +7.2, regnety_016 Fashion-MNIST +0.5, 9 seeds;
+  mobilenetv3_large_100 +1.0 and +2.5, 3 seeds); from arm 1's resnet18 +8.2 on efficientnet_b0 and +1.0
+  on regnety_016, but -1.9 on mobilenetv3_large_100 and -0.8 on resnet50 (3 seeds; 2 for resnet50). So
+  not the default: where the source mostly fills the target's tensors the isolation costs a little.
 """
 
 from __future__ import annotations
