@@ -8,9 +8,11 @@
 # Usage on the device: bash run.sh [LIMIT_S]  (needs .whl/ and .devshared/ carried; writes $OUT)
 # A local smoke test: DEV=cpu PROFILE=quick OUT=/tmp/smoke bash run.sh 150
 # Later calls pick other inits with A_INITS / B_INITS / C_INITS (defaults: what this call ran); an empty
-# B_INITS or C_INITS skips that part. The next planned call (docs/quality.md, "block-initscale-written"):
-#   A_INITS=scratch,block-initscale,block-initscale-written,dpiat,upper B_INITS=block-initscale-written \
-#   C_INITS=block-initscale-written bash run.sh 540
+# B_INITS or C_INITS skips that part. The next planned call (docs/quality.md, "A narrow source written as
+# a sub-network"):
+#   A_INITS=scratch,block-initscale,block-initscale-written,block-initscale-isolate,dpiat,upper \
+#   B_INITS=block-initscale-written,block-initscale-isolate \
+#   C_INITS=block-initscale-written,block-initscale-isolate bash run.sh 540
 set -u
 A_INITS=${A_INITS-scratch,block,block-initscale,dpiat,upper}
 B_INITS=${B_INITS-block-initscale}
