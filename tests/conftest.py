@@ -76,6 +76,20 @@ def plan_for(strategy: str, src: str, tgt: str) -> Any:
     return make_plan(get_strategy(strategy), s.graph, s.chain, t.graph, t.chain)
 
 
+def assert_isolates(base: str, variant: str, src: str = "resnet18", tgt: str = "mobilenetv3_large_100") -> None:
+    """``variant``'s plan is ``base``'s with ``isolate=1`` added to exactly the rank >= 2 weights ``base``
+    writes by ``centre`` (the input layer's among them), every other field of every op unchanged."""
+    from dataclasses import replace
+
+    before = {op.tgt_key: op for op in plan_for(base, src, tgt).ops}
+    after = {op.tgt_key: op for op in plan_for(variant, src, tgt).ops}
+    assert before.keys() == after.keys()
+    changed = {k for k in after if after[k] != before[k]}
+    assert changed == {k for k, op in before.items() if op.rule == "centre" and len(op.tgt_shape) >= 2
+                       and k.endswith("weight")} and "conv_stem.weight" in changed
+    assert all(after[k] == replace(before[k], params=(*before[k].params, ("isolate", 1))) for k in changed)
+
+
 # --- running hmt -------------------------------------------------------------------------------
 
 

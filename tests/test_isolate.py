@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
-from conftest import invoke_cli, plan_for, save_state, timm_state
+from conftest import assert_isolates, invoke_cli, plan_for, save_state, timm_state
 
 from hmt_cli.reshape import RuleError, apply_rule, check_rule
 from hmt_cli.reshape.centre import centre_region
@@ -46,13 +46,7 @@ def test_isolate_is_checked() -> None:
 
 
 def test_the_strategy_isolates_block_initscales_weights_only() -> None:
-    base = {op.tgt_key: op for op in plan_for("block-initscale", "resnet18", "mobilenetv3_large_100").ops}
-    ops = {op.tgt_key: op for op in plan_for("block-initscale-isolate", "resnet18", "mobilenetv3_large_100").ops}
-    assert base.keys() == ops.keys()
-    changed = {k for k in ops if ops[k] != base[k]}
-    assert changed == {k for k, op in base.items() if op.rule == "centre" and len(op.tgt_shape) >= 2
-                       and k.endswith("weight")} and "conv_stem.weight" in changed
-    assert all(ops[k].params == (*base[k].params, ("isolate", 1)) and ops[k].scale == base[k].scale for k in changed)
+    assert_isolates("block-initscale", "block-initscale-isolate")
 
 
 def test_a_narrow_source_is_written_as_a_sub_network(tmp_path: Path) -> None:
