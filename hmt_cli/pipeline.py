@@ -288,7 +288,7 @@ def transfer(opts: TransferOptions, progress: Callable[[str, int, int], None] | 
         src=opts.src, tgt=opts.tgt, strategy=strategy.name, seed=opts.seed, device=str(device),
         src_extractor=src.graph.extractor, tgt_extractor=tgt.graph.extractor,
         src_chain_len=len(src.chain), tgt_chain_len=len(tgt.chain), params_total=param_total,
-        tensors_total=tensors_total, rows=_rows(plan), skipped=plan.skipped,
+        tensors_total=tensors_total, rows=_rows(plan), skipped=plan.skipped, strategy_note=plan.note,
     )
     if opts.dry_run:
         identity = source.identity if source else "not read (dry run)"

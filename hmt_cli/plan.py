@@ -27,6 +27,7 @@ class TransferPlan:
     pairs: tuple[LayerPair, ...]
     ops: tuple[TensorOp, ...]
     skipped: tuple[tuple[str, str], ...]  # (target key, why its op was dropped)
+    note: str = ""  # the strategy's choice for this pair of networks (``Pairing.note``)
 
     @property
     def src_keys(self) -> tuple[str, ...]:
@@ -52,6 +53,7 @@ class TransferPlan:
             "tgt_chain_len": self.tgt_chain_len,
             "ops": [asdict(op) for op in self.ops],
             "skipped": [list(s) for s in self.skipped],
+            "note": self.note,
         }
 
 
@@ -107,4 +109,5 @@ def make_plan(
         pairs=pairing.pairs,
         ops=tuple(ops),
         skipped=tuple(skipped),
+        note=pairing.note,
     )

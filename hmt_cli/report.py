@@ -53,6 +53,7 @@ class TransferReport:
     # Elements of the written params that hold source values (None on a dry run): a tensor written from a
     # narrower source (centre crop/pad) keeps the target's init around the source's slice.
     params_from_source: int | None = None
+    strategy_note: str = ""  # a choice the strategy made for this pair of networks
 
     @property
     def frac_params_written(self) -> float:
@@ -124,6 +125,8 @@ def render_transfer(report: TransferReport) -> list[Any]:
     summary = Table.grid(padding=(0, 2))
     summary.add_column(style="bold")
     summary.add_column()
+    if report.strategy_note:
+        summary.add_row("strategy", f"{report.strategy}: {report.strategy_note}")
     summary.add_row("chains", f"source {report.src_chain_len} layers ({report.src_extractor}), "
                               f"target {report.tgt_chain_len} layers ({report.tgt_extractor})")
     summary.add_row("transferred", f"{report.layers_transferred} layers, {report.tensors_written} of "

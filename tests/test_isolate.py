@@ -83,3 +83,62 @@ def test_a_narrow_source_is_written_as_a_sub_network(tmp_path: Path) -> None:
     import timm
 
     timm.create_model("test_efficientnet").load_state_dict(state, strict=True)
+
+
+# --- block-initscale-auto: isolate only from a source much narrower than the target ----------------------
+
+NARROW_SRC = "benchmarks.cifar_resnet:resnet20"  # a CIFAR ResNet: its widest layer has 64 channels
+
+
+@pytest.mark.parametrize(("src", "tgt", "same_as", "not_as"), [
+    (NARROW_SRC, "mobilenetv3_small_050", "block-initscale-isolate", "block-initscale"),  # 64 against 1024
+    (NARROW_SRC, "resnet10t", "block-initscale", "block-initscale-isolate"),  # 64 against 512: 1/8, not under
+    ("test_resnet", "test_efficientnet", "block-initscale", "block-initscale-isolate"),  # 192 against 256
+])
+def test_auto_writes_one_of_the_two_measured_plans_by_the_width_ratio(src: str, tgt: str, same_as: str,
+                                                                     not_as: str) -> None:
+    auto, same = plan_for("block-initscale-auto", src, tgt), plan_for(same_as, src, tgt)
+    assert (auto.ops, auto.pairs, auto.skipped) == (same.ops, same.pairs, same.skipped)
+    assert auto.note.startswith(f"{same_as} (the source's widest layer has ")
+    assert plan_for(not_as, src, tgt).ops != auto.ops  # the two differ on each pair: the branch is observable
+
+
+def test_widest_ignores_the_classifier_head() -> None:
+    from hmt_cli.match.isolate import much_narrower, widest
+    from hmt_cli.pipeline import analyze
+
+    small = analyze("benchmarks.cifar_resnet:resnet20").graph
+    assert widest(small) == 64
+    # With 1,000 classes resnet20's head would be the widest layer; it is not counted.
+    assert widest(analyze("benchmarks.cifar_resnet:resnet20", {"num_classes": 1000}).graph) == 64
+    assert much_narrower(small, analyze("mobilenetv3_small_050").graph)
+    assert not much_narrower(small, small)
+
+
+def test_auto_says_which_plan_it_wrote_and_writes_its_tensors(tmp_path: Path) -> None:
+    import json
+
+    from safetensors.torch import load_file
+
+    from benchmarks.cifar_resnet import resnet20
+
+    torch.manual_seed(3)
+    weights = save_state(resnet20().state_dict(), tmp_path / "src.safetensors")
+    files = {}
+    for strategy in ("block-initscale-auto", "block-initscale-isolate"):
+        files[strategy] = tmp_path / f"{strategy}.safetensors"
+        run = invoke_cli("transfer", "--src", NARROW_SRC, "--src-weights", weights, "--tgt", "mobilenetv3_small_050",
+                         "--out", files[strategy], "--strategy", strategy, "--json")
+        assert run.code == 0, run
+    run = invoke_cli("transfer", "--src", NARROW_SRC, "--src-weights", weights, "--tgt", "mobilenetv3_small_050",
+                     "--strategy", "block-initscale-auto", "--dry-run", "--json")
+    report = json.loads(run.stdout)
+    assert report["strategy"] == "block-initscale-auto"
+    assert report["strategy_note"].startswith(
+        "block-initscale-isolate (the source's widest layer has 64 channels, the target's 1024")
+    auto, iso = (load_file(str(files[s])) for s in ("block-initscale-auto", "block-initscale-isolate"))
+    assert auto.keys() == iso.keys() and all(torch.equal(auto[k], iso[k]) for k in auto)
+    shown = invoke_cli("transfer", "--src", NARROW_SRC, "--tgt", "mobilenetv3_small_050",
+                       "--strategy", "block-initscale-auto", "--dry-run")
+    text = " ".join(shown.stderr.split())  # the human report goes to stderr; Rich may wrap the line
+    assert shown.code == 0 and "block-initscale-auto: block-initscale-isolate (the source's widest" in text

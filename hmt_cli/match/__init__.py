@@ -8,7 +8,7 @@ from .base import LayerPair, Pairing, Strategy, TensorOp
 from .block import BlockStrategy
 from .centre import CentreStrategy
 from .initscale import BlockInitScaleStrategy, BlockInitScaleWrittenStrategy
-from .isolate import BlockInitScaleIsolateStrategy
+from .isolate import BlockInitScaleAutoStrategy, BlockInitScaleIsolateStrategy
 from .paper import PaperStrategy
 from .stage import StageStrategy
 
@@ -16,7 +16,7 @@ __all__ = ["STRATEGIES", "get_strategy", "names", "LayerPair", "Pairing", "Strat
 
 STRATEGIES: list[Strategy] = [
     PaperStrategy(), StageStrategy(), CentreStrategy(), BlockStrategy(), BlockInitScaleStrategy(),
-    BlockInitScaleWrittenStrategy(), BlockInitScaleIsolateStrategy(),
+    BlockInitScaleWrittenStrategy(), BlockInitScaleIsolateStrategy(), BlockInitScaleAutoStrategy(),
 ]
 
 

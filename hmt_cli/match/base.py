@@ -56,6 +56,7 @@ class Pairing:
     strategy: str
     pairs: tuple[LayerPair, ...]
     extra_ops: tuple[TensorOp, ...] = ()  # tensors outside any layer pair (position embeddings, tokens)
+    note: str = ""  # a choice the strategy made for this pair of networks (the report shows it)
 
 
 class Strategy(Protocol):
