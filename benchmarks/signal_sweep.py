@@ -3,11 +3,13 @@
     python benchmarks/signal_sweep.py                       # all representatives (the zoo sweep's list)
     python benchmarks/signal_sweep.py --limit 20            # the first 20 modules, alphabetically
     python benchmarks/signal_sweep.py --strategy stage      # results in signal-stage.{json,md}
+    python benchmarks/signal_sweep.py --strategy block-initscale-auto --src benchmarks.cifar_resnet:resnet20
+                                                            # a narrow source: signal-<strategy>-resnet20.*
 
 For each target: ``transfer(strategy=...)`` (default: hmt's default strategy, with its signal policy) from a random-init
-resnet18 (saved once as safetensors), recording how many chain layers the data-free check flagged and
-reverted to init (the rescaling should leave none: the "by construction" claim) and whether the
-written target passes the check (no layer flagged after fallback).
+resnet18 (``--src``: another timm name or ``module:function`` factory; saved once as safetensors), recording
+how many chain layers the data-free check flagged and reverted to init (the rescaling should leave none: the
+"by construction" claim) and whether the written target passes the check (no layer flagged after fallback).
 The check needs no data, so a random-init source is a fair stress test. Writes
 ``benchmarks/results/signal-<strategy>.{json,md}``.
 """
@@ -30,19 +32,20 @@ from benchmarks.zoo import representatives
 RESULTS = Path(__file__).resolve().parent / "results"
 
 
-def _source(tmp: Path) -> Path:
-    import timm
+def _source(tmp: Path, name: str = "resnet18") -> Path:
     import torch
     from safetensors.torch import save_file
 
+    from hmt_cli.models import build_model, resolve_model
+
     torch.manual_seed(0)
-    model = timm.create_model("resnet18")
-    path = tmp / "resnet18-random.safetensors"
+    model = build_model(resolve_model(name), device="cpu")
+    path = tmp / "source-random.safetensors"
     save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path))
     return path
 
 
-def measure(name: str, weights: Path, tmp: Path, strategy: str) -> dict[str, Any]:
+def measure(name: str, weights: Path, tmp: Path, strategy: str, src: str = "resnet18") -> dict[str, Any]:
     from hmt_cli.errors import HmtError
     from hmt_cli.options import TransferOptions
     from hmt_cli.pipeline import transfer
@@ -50,7 +53,7 @@ def measure(name: str, weights: Path, tmp: Path, strategy: str) -> dict[str, Any
     start = time.perf_counter()
     row: dict[str, Any] = {"model": name}
     try:
-        report = transfer(TransferOptions(src="resnet18", tgt=name, out=tmp / "out.safetensors", src_weights=weights,
+        report = transfer(TransferOptions(src=src, tgt=name, out=tmp / "out.safetensors", src_weights=weights,
                                           strategy=strategy, force=True, device="cpu"))
     except HmtError as exc:
         row.update(status="error", error=type(exc).__name__, message=exc.message[:200])
@@ -74,15 +77,17 @@ def main(argv: list[str] | None = None) -> int:
 
     parser.add_argument("--strategy", default=DEFAULT_STRATEGY,
                         help=f"hmt strategy to transfer with (default: {DEFAULT_STRATEGY})")
+    parser.add_argument("--src", default="resnet18",
+                        help="the random-init source: a timm name or module:function factory (default: resnet18)")
     args = parser.parse_args(argv)
     names = args.models.split(",") if args.models else [name for _, name, _ in representatives(False)]
     names = names[: args.limit] if args.limit else names
     rows = []
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
-        weights = _source(tmp)
+        weights = _source(tmp, args.src)
         for name in names:
-            row = measure(name, weights, tmp, args.strategy)
+            row = measure(name, weights, tmp, args.strategy, args.src)
             rows.append(row)
             print(f"{name:40s} {row['status']:9s} {row.get('fallback', '')!s:>3} {row['seconds']:6.1f}s "
                   f"{row.get('message', '')}", flush=True)
@@ -97,11 +102,12 @@ def main(argv: list[str] | None = None) -> int:
         "uncaught": sum(r["status"] == "uncaught" for r in rows),
     }
     RESULTS.mkdir(exist_ok=True)
-    stem = f"signal-{args.strategy}"
+    short = args.src.rpartition(":")[2]  # benchmarks.cifar_resnet:resnet20 -> resnet20
+    stem = f"signal-{args.strategy}" + ("" if args.src == "resnet18" else f"-{short}")
     (RESULTS / f"{stem}.json").write_text(json.dumps({"summary": summary, "rows": rows}, indent=1) + "\n")
     flags = f" --limit {args.limit}" if args.limit else ""
-    flags += f" --strategy {args.strategy}"
-    lines = [f"# Signal-check sweep (`{args.strategy}`, random-init resnet18 source)", "",
+    flags += f" --strategy {args.strategy}" + ("" if args.src == "resnet18" else f" --src {args.src}")
+    lines = [f"# Signal-check sweep (`{args.strategy}`, random-init {short} source)", "",
              "Command: `python benchmarks/signal_sweep.py" + flags + "`", "",
              "| " + " | ".join(summary) + " |", "|" + "---|" * len(summary),
              "| " + " | ".join(str(v) for v in summary.values()) + " |", "",
