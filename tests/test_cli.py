@@ -79,8 +79,9 @@ def test_metadata_describes_the_transfer(r18_mbv3_in_process: Transfer, r18_safe
     meta = metadata(r18_mbv3_in_process.out)
     assert set(meta) >= METADATA_FIELDS
     assert meta["hmt_version"] == __version__
-    # No --strategy: the default, hmt's own `block-initscale` (whose tensor rule is `centre`'s).
-    assert (meta["src"], meta["tgt"], meta["strategy"], meta["seed"]) == (SRC, TGT, "block-initscale", 0)
+    # No --strategy: the default, hmt's own `block-initscale-auto` (resnet18 is not much narrower than the
+    # target, so its plan is `block-initscale`'s, whose tensor rule is `centre`'s).
+    assert (meta["src"], meta["tgt"], meta["strategy"], meta["seed"]) == (SRC, TGT, "block-initscale-auto", 0)
     assert meta["src_weights"] == f"sha256:{sha256(r18_safetensors)}"
     first = meta["mapping"][0]
     assert (first["src"], first["tgt"], first["rule"]) == ("conv1.weight", "conv_stem.weight", "centre")
@@ -290,7 +291,7 @@ def test_strategies() -> None:
     assert human.stdout == "", human
     rows = json.loads(invoke_cli("strategies", "--json").stdout)
     assert {"paper", "stage", "centre", "block", "block-initscale"} <= {row["name"] for row in rows}
-    assert [row["name"] for row in rows if row["default"]] == ["block-initscale"]
+    assert [row["name"] for row in rows if row["default"]] == ["block-initscale-auto"]
 
 
 def test_version() -> None:

@@ -19,7 +19,7 @@ def test_demo_json_reports_both_accuracies_and_the_transfer() -> None:
     for key in ("src_acc", "scratch_acc", "transfer_acc"):
         assert 0.0 <= data[key] <= 1.0
     assert data["src_acc"] > 0.5  # the source really learned its half of the digits
-    assert data["report"]["strategy"] == "block-initscale" and data["report"]["frac_params_written"] > 0.5
+    assert data["report"]["strategy"] == "block-initscale-auto" and data["report"]["frac_params_written"] > 0.5
 
 
 def test_demo_reads_an_npz_and_rejects_a_bad_one(tmp_path) -> None:
