@@ -287,7 +287,7 @@ def test_models_limit_must_be_positive() -> None:
 
 def test_strategies() -> None:
     human = invoke_cli("strategies")
-    assert human.code == 0 and "paper" in human.stderr and "block-initscale (default)" in human.stderr, human
+    assert human.code == 0 and "paper" in human.stderr and "block-initscale-auto (default)" in human.stderr, human
     assert human.stdout == "", human
     rows = json.loads(invoke_cli("strategies", "--json").stdout)
     assert {"paper", "stage", "centre", "block", "block-initscale"} <= {row["name"] for row in rows}
