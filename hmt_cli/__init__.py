@@ -1,1 +1,2 @@
-__version__ = "0.3.0"  # 0.3: `block-initscale` is the default strategy (0.1: `paper`, then `centre`; 0.2: `block`)
+# 0.4: `block-initscale-auto` is the default (0.1: `paper`, then `centre`; 0.2: `block`; 0.3: `block-initscale`)
+__version__ = "0.4.0"

@@ -1,4 +1,5 @@
-"""``block-initscale`` (the default): ``block``, with each written weight behind a BatchNorm at least at the
+"""``block-initscale`` (the default's plan unless the source is much narrower than the target): ``block``, with
+each written weight behind a BatchNorm at least at the
 target init's scale.
 
 Why: behind a BatchNorm a weight's scale is not part of the function (in training mode the norm divides
