@@ -137,6 +137,12 @@ class LayerGraph:
                 outs.setdefault(e.src, []).append(e)
         return frozenset(i for i, es in outs.items() if all(e.merge == "add" for e in es))
 
+    @cached_property
+    def widest(self) -> int:
+        """The most output channels (features) of any weight layer outside the classifier head; 0 if none.
+        Cached: a strategy that decides by it asks once per layer pair."""
+        return max((n.shape[0] for n in self.layers if n.index not in self.head), default=0)
+
 
 def layer_kind(shape: tuple[int, ...], groups: int) -> str:
     if len(shape) == 2:

@@ -33,7 +33,7 @@ from ..graph import LayerGraph
 from .base import LayerPair, Pairing, TensorOp
 from .initscale import BlockInitScaleStrategy
 
-__all__ = ["BlockInitScaleAutoStrategy", "BlockInitScaleIsolateStrategy", "isolated", "much_narrower", "widest"]
+__all__ = ["BlockInitScaleAutoStrategy", "BlockInitScaleIsolateStrategy", "isolated", "much_narrower"]
 
 # ``block-initscale-auto`` isolates when the target's widest layer is more than this many times the source's.
 # Why 8: the two sources measured sit on either side of it by 1.15-8x. Arm 1's resnet18 (512 channels),
@@ -57,15 +57,11 @@ class BlockInitScaleIsolateStrategy(BlockInitScaleStrategy):
         return isolated(super().ops(pair, src, tgt), pair.tgt.weight)
 
 
-def widest(graph: LayerGraph) -> int:
-    """The most output channels (features) of any weight layer outside the classifier head; 0 if none."""
-    return max((n.shape[0] for n in graph.layers if n.index not in graph.head), default=0)
-
-
 def much_narrower(src: LayerGraph, tgt: LayerGraph) -> bool:
-    """The source's widest layer is under 1/:data:`NARROW` of the target's (a CIFAR ResNet into an
-    ImageNet network): a whole-network property, so one pair of networks is isolated throughout or not at all."""
-    return 0 < widest(src) * NARROW < widest(tgt)
+    """The source's widest layer (``LayerGraph.widest``) is under 1/:data:`NARROW` of the target's (a CIFAR
+    ResNet into an ImageNet network): a whole-network property, so one pair of networks is isolated throughout
+    or not at all."""
+    return 0 < src.widest * NARROW < tgt.widest
 
 
 class BlockInitScaleAutoStrategy(BlockInitScaleStrategy):
@@ -83,7 +79,7 @@ class BlockInitScaleAutoStrategy(BlockInitScaleStrategy):
 
     def pair(self, src: Chain, tgt: Chain, src_graph: LayerGraph, tgt_graph: LayerGraph) -> Pairing:
         pairing = super().pair(src, tgt, src_graph, tgt_graph)
-        ws, wt = widest(src_graph), widest(tgt_graph)
+        ws, wt = src_graph.widest, tgt_graph.widest
         choice = "block-initscale-isolate" if much_narrower(src_graph, tgt_graph) else "block-initscale"
         return replace(pairing, note=f"{choice} (the source's widest layer has {ws} channels, the target's {wt}; "
                                      f"isolated under 1/{NARROW})")
