@@ -298,12 +298,32 @@ def demo(
                      "report": result.report.to_dict()})
 
 
-@app.command()
-def version() -> None:
-    """Print the hmt version."""
+def _echo_version() -> None:
     from . import __version__
 
     typer.echo(__version__)
+
+
+def _version_flag(value: bool) -> None:
+    if value:
+        _echo_version()
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    show_version: Annotated[
+        bool, typer.Option("--version", callback=_version_flag, is_eager=True, help="Print the version and exit.")
+    ] = False,
+) -> None:
+    # `hmt --version` is what every CLI answers; the `version` command below stays for scripts that use it.
+    pass
+
+
+@app.command()
+def version() -> None:
+    """Print the hmt version."""
+    _echo_version()
 
 
 def main() -> None:

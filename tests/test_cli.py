@@ -294,9 +294,10 @@ def test_strategies() -> None:
     assert [row["name"] for row in rows if row["default"]] == ["block-initscale-auto"]
 
 
-def test_version() -> None:
-    run = invoke_cli("version")
-    assert (run.code, run.stdout.strip()) == (0, __version__)
+@pytest.mark.parametrize("args", [("version",), ("--version",)])
+def test_version(args: tuple[str, ...]) -> None:
+    run = invoke_cli(*args)
+    assert (run.code, run.stdout.strip(), run.stderr) == (0, __version__, ""), run
 
 
 def test_rules_column_counts_runs_of_one_rule() -> None:
