@@ -92,7 +92,8 @@ NARROW_SRC = "benchmarks.cifar_resnet:resnet20"  # a CIFAR ResNet: its widest la
 
 @pytest.mark.parametrize(("src", "tgt", "same_as", "not_as"), [
     (NARROW_SRC, "mobilenetv3_small_050", "block-initscale-isolate", "block-initscale"),  # 64 against 1024
-    (NARROW_SRC, "resnet10t", "block-initscale", "block-initscale-isolate"),  # 64 against 512: 1/8, not under
+    (NARROW_SRC, "resnet10t", "block-initscale-isolate", "block-initscale"),  # 64 against 512: 1/8
+    ("resnet18", "resnet50", "block-initscale", "block-initscale-isolate"),  # 512 against 2048: 1/4, not under
     ("test_resnet", "test_efficientnet", "block-initscale", "block-initscale-isolate"),  # 192 against 256
 ])
 def test_auto_writes_one_of_the_two_measured_plans_by_the_width_ratio(src: str, tgt: str, same_as: str,
