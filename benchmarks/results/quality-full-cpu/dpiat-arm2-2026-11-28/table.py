@@ -1,7 +1,7 @@
 """Arm-2 rows on the 2-core CPU at protocol settings, one init against another, paired by seed.
 
     python benchmarks/results/quality-full-cpu/dpiat-arm2-2026-11-28/table.py A B [--seeds 0,1,2] [--only FOLDER]
-        [--machine TEXT]
+        [--machine TEXT] [--skip FOLDER ...]
 
 Reads every ``results.json`` under ``benchmarks/results/quality-full-cpu/`` (arm 2, 30 epochs, 32 px,
 1,000 shots). Runs of hmt strategies count only from the folders run with today's plans (``PLAN_FOLDERS``:
@@ -9,8 +9,9 @@ earlier folders ran older versions of the same names); scratch and DPIAT hold no
 every folder. A run recorded twice with different accuracies is printed as a CONFLICT (a run on this machine
 is expected to reproduce exactly; it does not across CPUs, see README.md). ``--only FOLDER``: read only that
 folder of ``quality-full-cpu/``; ``--machine TEXT``: only runs whose recorded device contains TEXT (e.g.
-``AMD``: one CPU model's runs). Prints mean ± standard error of A - B, and on how many
-seeds A is ahead.
+``AMD``); ``--skip FOLDER``: leave that folder out (two machines can report the same CPU name: this
+folder's 2026-12-06 runs and the earlier ones are both "AMD EPYC" and differ). Prints mean ± standard
+error of A - B, and on how many seeds A is ahead.
 """
 
 from __future__ import annotations
@@ -26,10 +27,12 @@ PLAN_FOLDERS = ("isolate-2026-11-28", "auto-2026-11-28", "dpiat-arm2-2026-11-28"
 NO_HMT = ("scratch", "dpiat")
 
 
-def collect(only: str | None, machine: str | None) -> dict[tuple[str, str, str], dict[int, float]]:
+def collect(only: str | None, machine: str | None, skip: list[str]) -> dict[tuple[str, str, str], dict[int, float]]:
     acc: dict[tuple[str, str, str], dict[int, float]] = defaultdict(dict)
     for path in sorted((ROOT / only if only else ROOT).glob("**/results.json")):
         folder = path.relative_to(ROOT).parts[0]
+        if folder in skip:
+            continue
         result = json.loads(path.read_text())
         if machine and machine not in result["environment"].get("device", ""):
             continue
@@ -53,9 +56,10 @@ def main() -> None:
     p.add_argument("--seeds", help="comma-separated seeds (default: every seed both have)")
     p.add_argument("--only", metavar="FOLDER", help="only this folder of quality-full-cpu/")
     p.add_argument("--machine", metavar="TEXT", help="only runs whose recorded device contains TEXT")
+    p.add_argument("--skip", metavar="FOLDER", action="append", default=[], help="leave this folder out")
     args = p.parse_args()
     wanted = {int(s) for s in args.seeds.split(",")} if args.seeds else None
-    acc = collect(args.only, args.machine)
+    acc = collect(args.only, args.machine, args.skip)
     print(f"| row | seeds | {args.a} | {args.b} | {args.a} - {args.b} |")
     print("|---|---|---|---|---|")
     for ds, tgt in sorted({(k[0], k[1]) for k in acc}):
