@@ -1,7 +1,10 @@
 """Ad-hoc (not part of hmt): is ``block-initscale-auto``'s plan ``block-initscale``'s op for op on arm 1's
 13 targets (the resnet18 source), and ``block-initscale-isolate``'s on arm 2's 4 (the CIFAR ResNet-56)?
+Extra timm names on the command line are checked as arm-2 targets too.
 
     python benchmarks/results/quality-full-cpu/auto-2026-11-28/autoeq.py > .../autoeq.txt   # from the repo root
+    python benchmarks/results/quality-full-cpu/auto-2026-11-28/autoeq.py resnet10t regnetx_002 \
+        > benchmarks/results/quality-full-cpu/dpiat-arm2-2026-11-28/autoeq.txt   # the width-threshold targets
 """
 
 import sys
@@ -15,7 +18,7 @@ from hmt_cli.plan import make_plan
 ARM1 = ["mobilenetv3_large_100", "efficientnet_b0", "resnet50", "regnety_016", "convnext_atto",
         "vit_tiny_patch16_224", "mobilenetv3_small_100", "mobilenetv2_100", "lcnet_100", "mnasnet_100",
         "fbnetc_100", "ghostnet_100", "resnet34"]
-ARM2 = ["mobilenetv3_large_100", "efficientnet_b0", "resnet50", "regnety_016"]
+ARM2 = ["mobilenetv3_large_100", "efficientnet_b0", "resnet50", "regnety_016", *sys.argv[1:]]
 
 
 def plan(strategy, s, t):
